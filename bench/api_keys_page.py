@@ -1,0 +1,260 @@
+"""Benchmark: the API keys page against the Django admin changelist showing the same 100 keys.
+
+Creates a throwaway PostgreSQL database (studio_bench), seeds 10,000 API keys with bulk_create,
+then times GET /api-keys/ for a user with 100 keys and the admin changelist filtered to those
+keys, in-process through django.test.Client with production-like settings (DEBUG=False,
+persistent connections). Prints figures; it never asserts anything about timings.
+
+    .venv/bin/python bench/api_keys_page.py [--requests 200] [--warmup 20] [--profile 50] [--keep]
+"""
+
+import argparse
+import os
+import platform
+import secrets
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DB_NAME = "studio_bench"
+DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q", "-v", "ON_ERROR_STOP=1"]
+
+TOTAL_KEYS = 10_000
+BENCH_EMAIL = "bench@bench.example"
+ADMIN_EMAIL = "admin@bench.example"
+# (e-mail, projects, keys) of the users whose keys page is measured; keys go round-robin over the projects.
+MEASURED_USERS = [(BENCH_EMAIL, 50, 100), ("one-key@bench.example", 1, 1), ("three-keys@bench.example", 2, 3)]
+OTHER_USERS = 99
+PROJECTS_PER_OTHER_USER = 50
+
+
+def psql(sql: str) -> None:
+    subprocess.run([*PSQL, "-c", sql], check=True)
+
+
+def setup_django() -> None:
+    """Production-like settings against the bench database, then django.setup()."""
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="studio.settings",
+        DATABASE_URL=DATABASE_URL,
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        API_KEY_PEPPER="bench-pepper",
+        SECURE_SSL_REDIRECT="0",
+        ALLOWED_HOSTS="testserver",
+    )
+    sys.path.insert(0, str(ROOT))
+    import django
+    from django.conf import settings
+
+    django.setup()
+    # DEBUG=0 selects Whitenoise's manifest storage, which needs collectstatic; plain URLs will do here.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+def seed() -> None:
+    """Users, imported projects (one owner membership each) and TOTAL_KEYS active keys."""
+    from django.contrib.auth.hashers import make_password
+    from django.utils import timezone
+
+    from studio import keyformat
+    from studio.models import ApiKey, BillingState, Membership, Project, Role, Tier, User
+
+    # Every quota-tier cell variant appears on the page.
+    profiles = [
+        (Tier.FREE, BillingState.NONE, False),
+        (Tier.FREE, BillingState.PREPAYMENT_DUE, False),
+        (Tier.TIER_1, BillingState.ACTIVE, False),
+        (Tier.TIER_1, BillingState.ACTIVE, True),
+        (Tier.TIER_2, BillingState.ACTIVE, False),
+        (Tier.TIER_3, BillingState.ACTIVE, False),
+    ]
+    other_keys = TOTAL_KEYS - sum(keys for _, _, keys in MEASURED_USERS)
+    per_user, extra = divmod(other_keys, OTHER_USERS)
+    plan = MEASURED_USERS + [
+        (f"user{n:03d}@bench.example", PROJECTS_PER_OTHER_USER, per_user + (n < extra)) for n in range(OTHER_USERS)
+    ]
+
+    now = timezone.now()
+    unusable = make_password(None)
+    users = User.objects.bulk_create([User(email=email, password=unusable) for email, _, _ in plan])
+    User.objects.create_superuser(ADMIN_EMAIL)
+
+    projects = []
+    for user, (_, project_count, _) in zip(users, plan, strict=True):
+        for _ in range(project_count):
+            n = len(projects)
+            tier, billing, upgrade = profiles[n % len(profiles)]
+            projects.append(
+                Project(
+                    project_id=f"gen-lang-client-{n:010d}",
+                    number=str(10**11 + n),
+                    name=f"Project {n} of {user.email}",
+                    tier=tier,
+                    billing_state=billing,
+                    upgrade_available=upgrade,
+                )
+            )
+    projects = Project.objects.bulk_create(projects, batch_size=1000)
+
+    memberships, keys = [], []
+    remaining = iter(projects)
+    for user, (_, project_count, key_count) in zip(users, plan, strict=True):
+        owned = [next(remaining) for _ in range(project_count)]
+        memberships += [Membership(project=p, user=user, role=Role.OWNER, imported_at=now) for p in owned]
+        for i in range(key_count):
+            raw = keyformat.generate()
+            keys.append(
+                ApiKey(
+                    project=owned[i % project_count],
+                    name=f"Key {i + 1}",
+                    prefix=keyformat.visible_prefix(raw),
+                    last4=keyformat.last_four(raw),
+                    secret_hash=keyformat.hash_key(raw),
+                    created_by=user,
+                    created_at=now - timedelta(minutes=len(keys)),
+                )
+            )
+    Membership.objects.bulk_create(memberships, batch_size=1000)
+    ApiKey.objects.bulk_create(keys, batch_size=1000)
+
+
+def client_for(email: str):
+    from django.test import Client
+
+    from studio.models import User
+
+    client = Client()
+    client.force_login(User.objects.get(email=email))
+    return client
+
+
+def query_count(client, url: str) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        client.get(url)
+    return len(queries)
+
+
+def time_requests(client, url: str, *, warmup: int, requests: int) -> list[float]:
+    """Milliseconds per request, after `warmup` untimed requests."""
+    for _ in range(warmup):
+        client.get(url)
+    timings = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        client.get(url)
+        timings.append((time.perf_counter() - start) * 1000)
+    return timings
+
+
+def check_page(client, url: str, row_marker: str, rows: int) -> None:
+    """Sanity check (not a timing): the page answers 200 and shows `rows` rows."""
+    response = client.get(url)
+    assert response.status_code == 200, f"{url}: HTTP {response.status_code}"
+    found = response.content.decode().count(row_marker)
+    assert found == rows, f"{url}: {found} rows, expected {rows}"
+
+
+def profile(client, url: str, requests: int) -> None:
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        client.get(url)
+    profiler.disable()
+    print(f"\ncProfile of {requests} × GET {url}, top 30 by cumulative time:")
+    pstats.Stats(profiler).strip_dirs().sort_stats("cumulative").print_stats(30)
+
+
+def print_versions() -> None:
+    import django
+    from django.conf import settings
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        (pg_version,) = cursor.fetchone()
+    print(f"command:    {shlex.join(sys.orig_argv)}")
+    print(f"python:     {platform.python_version()}   django: {django.get_version()}   postgresql: {pg_version}")
+    print(f"machine:    {platform.machine()}, {os.cpu_count()} CPUs")
+    database = settings.DATABASES["default"]
+    print(f"settings:   DEBUG={settings.DEBUG}, CONN_MAX_AGE={database['CONN_MAX_AGE']}, database={database['NAME']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200, help="timed requests per page (default 200)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed requests first (default 20)")
+    parser.add_argument("--profile", type=int, metavar="N", default=0, help="also cProfile N keys-page requests")
+    parser.add_argument("--keep", action="store_true", help=f"leave the {DB_NAME} database behind")
+    args = parser.parse_args()
+
+    psql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+    psql(f"CREATE DATABASE {DB_NAME}")
+    try:
+        setup_django()
+        from django.core.management import call_command
+        from django.db import connections
+
+        from studio.models import ApiKey, User
+
+        call_command("migrate", verbosity=0)
+        start = time.perf_counter()
+        seed()
+        print(f"seeded:     {ApiKey.objects.count()} keys, {User.objects.count()} users in {time.perf_counter() - start:.1f} s")
+        print_versions()
+
+        bench_user = User.objects.get(email=BENCH_EMAIL)
+        keys_page = "/api-keys/"
+        key_row = 'id="key-'  # one per row, from the key cell
+        admin_row = 'class="field-masked"'  # one per row, from the Key column
+        pages = [
+            (f"{keys_page} as the user", BENCH_EMAIL, keys_page, key_row),
+            ("admin, filtered by created_by", ADMIN_EMAIL, f"/admin/studio/apikey/?created_by__id__exact={bench_user.pk}", admin_row),
+            ("admin, searched by e-mail", ADMIN_EMAIL, f"/admin/studio/apikey/?q={BENCH_EMAIL}", admin_row),
+        ]
+
+        print(f"\nqueries for {keys_page} by number of keys:", end="")
+        for email, _, key_count in MEASURED_USERS:
+            client = client_for(email)
+            check_page(client, keys_page, key_row, key_count)
+            print(f"  {key_count} keys: {query_count(client, keys_page)};", end="")
+        print()
+
+        print(f"\n{args.requests} timed requests per page after {args.warmup} warm-up, 100 rows each; milliseconds:")
+        print(f"{'page':<32} {'p50':>7} {'p95':>7} {'mean':>7} {'queries':>8}")
+        for label, email, url, row_marker in pages:
+            client = client_for(email)
+            check_page(client, url, row_marker, 100)
+            timings = time_requests(client, url, warmup=args.warmup, requests=args.requests)
+            p50 = statistics.median(timings)
+            p95 = statistics.quantiles(timings, n=20, method="inclusive")[-1]
+            mean = statistics.fmean(timings)
+            print(f"{label:<32} {p50:7.2f} {p95:7.2f} {mean:7.2f} {query_count(client, url):8d}")
+        for label, _, url, _ in pages:
+            print(f"  {label}: GET {url}")
+
+        if args.profile:
+            profile(client_for(BENCH_EMAIL), keys_page, args.profile)
+        connections.close_all()
+    finally:
+        if not args.keep:
+            psql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.utils.translation import gettext_lazy as _
+
+from studio.models import ApiKey, AuditEvent, Membership, Project, User
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    ordering = ["email"]
+    list_display = ["email", "full_name", "language", "is_staff", "is_active", "date_joined"]
+    list_filter = ["is_staff", "is_superuser", "is_active", "language"]
+    search_fields = ["email", "full_name"]
+    readonly_fields = ["date_joined", "last_login", "terms_accepted_at", "defaults_provisioned_at"]
+    fieldsets = [
+        (None, {"fields": ["email", "password"]}),
+        (_("Profile"), {"fields": ["full_name", "language"]}),
+        (_("Permissions"), {"fields": ["is_active", "is_staff", "is_superuser", "groups", "user_permissions"]}),
+        (_("Dates"), {"fields": ["date_joined", "last_login", "terms_accepted_at", "defaults_provisioned_at"]}),
+    ]
+    add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "project_id", "number", "tier", "billing_state", "upgrade_available", "created_at"]
+    list_filter = ["tier", "billing_state", "upgrade_available"]
+    search_fields = ["name", "project_id", "number", "memberships__user__email"]
+    readonly_fields = ["project_id", "number", "created_at"]
+    inlines = [MembershipInline]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "masked", "project", "created_by", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "project__tier"]
+    search_fields = ["name", "prefix", "project__project_id", "project__name", "created_by__email"]
+    list_select_related = ["project", "created_by"]
+    # Keys are issued and revoked by the console (with an audit entry), never edited here.
+    readonly_fields = ["project", "prefix", "last4", "created_by", "created_at", "last_used_at", "revoked_at", "revoked_by"]
+    fields = ["name", *readonly_fields]
+
+    @admin.display(description=_("Key"))
+    def masked(self, obj):
+        return obj.masked
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "actor", "actor_kind", "action", "object_type", "object_id"]
+    list_filter = ["actor_kind", "action", "object_type"]
+    search_fields = ["actor__email", "object_id", "action"]
+    date_hierarchy = "created_at"
+    list_select_related = ["actor"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

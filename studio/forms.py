@@ -1,0 +1,87 @@
+from django import forms
+from django.conf import settings
+from django.contrib.auth import password_validation
+from django.utils.translation import gettext_lazy as _
+
+from studio.models import Project, User, normalize_email
+
+NEW_PROJECT = "new"
+
+
+class SignUpForm(forms.Form):
+    email = forms.EmailField(label=_("Email"), max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
+    password = forms.CharField(
+        label=_("Password"), strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+    )
+    accept_terms = forms.BooleanField(
+        label=_("I accept the Terms of Service"),
+        error_messages={"required": _("You must accept the Terms of Service to create an account.")},
+    )
+
+    def clean_email(self):
+        return normalize_email(self.cleaned_data["email"])
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("email") and cleaned.get("password"):
+            try:
+                password_validation.validate_password(cleaned["password"], User(email=cleaned["email"]))
+            except forms.ValidationError as error:
+                self.add_error("password", error)
+        return cleaned
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(label=_("Key name"), max_length=100, initial=_("Gemini API key"))
+    project = forms.ChoiceField(label=_("Project"))
+    new_project_name = forms.CharField(label=_("New project name"), max_length=100, required=False)
+
+    def __init__(self, *args, projects, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.projects = {p.project_id: p for p in projects}
+        choices = [(p.project_id, f"{p.name} ({p.project_id})") for p in projects]
+        self.fields["project"].choices = [*choices, (NEW_PROJECT, _("Create a new project"))]
+        if choices:
+            self.fields["project"].initial = choices[0][0]
+        else:
+            self.fields["project"].initial = NEW_PROJECT
+
+    def clean(self):
+        cleaned = super().clean()
+        choice = cleaned.get("project")
+        if choice == NEW_PROJECT:
+            if not cleaned.get("new_project_name", "").strip():
+                self.add_error("new_project_name", _("Enter a name for the new project."))
+            cleaned["project"] = None
+        elif choice is not None:
+            cleaned["project"] = self.projects[choice]
+        return cleaned
+
+
+class RenameApiKeyForm(forms.Form):
+    name = forms.CharField(label=_("Key name"), max_length=100)
+
+
+class ImportProjectsForm(forms.Form):
+    projects = forms.MultipleChoiceField(
+        label=_("Projects"),
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={
+            "required": _("Select at least one project to import."),
+            "invalid_choice": _("Some of the selected projects can no longer be imported. Refresh and try again."),
+        },
+    )
+
+    def __init__(self, *args, projects: list[Project], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["projects"].choices = [(p.project_id, f"{p.name} ({p.project_id})") for p in projects]
+
+
+class SettingsForm(forms.ModelForm):
+    class Meta:
+        model = User
+        fields = ["full_name", "language"]
+
+
+class LanguageForm(forms.Form):
+    language = forms.ChoiceField(choices=settings.LANGUAGES)

@@ -1,0 +1,339 @@
+"""Accounts, Cloud projects, memberships, API keys and the audit log."""
+
+import hmac
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.models import PermissionsMixin
+from django.db import models, transaction
+from django.db.models import F, FilteredRelation, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from studio import keyformat
+
+# last_used_at is written at most once per this interval, so a busy key costs no write per request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+class UserManager(BaseUserManager):
+    use_in_migrations = True
+
+    def get_by_natural_key(self, username):
+        return self.get(email=normalize_email(username))
+
+    def create_user(self, email, password=None, **fields):
+        user = self.model(email=normalize_email(email), **fields)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email, password=None, **fields):
+        fields.update(is_staff=True, is_superuser=True)
+        return self.create_user(email, password, **fields)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    email = models.EmailField(_("email address"), unique=True)
+    full_name = models.CharField(_("name"), max_length=150, blank=True)
+    language = models.CharField(_("language"), max_length=8, choices=settings.LANGUAGES, default="en")
+    is_staff = models.BooleanField(_("staff status"), default=False)
+    is_active = models.BooleanField(_("active"), default=True)
+    date_joined = models.DateTimeField(_("date joined"), default=timezone.now)
+    terms_accepted_at = models.DateTimeField(_("terms accepted at"), null=True, blank=True)
+    # Set once the default project and key exist; makes provisioning safe to repeat.
+    defaults_provisioned_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS = []
+
+    class Meta:
+        verbose_name = _("user")
+        verbose_name_plural = _("users")
+
+    def __str__(self):
+        return self.email
+
+
+class Tier(models.TextChoices):
+    FREE = "free", _("Free")
+    TIER_1 = "tier_1", _("Tier 1")
+    TIER_2 = "tier_2", _("Tier 2")
+    TIER_3 = "tier_3", _("Tier 3")
+
+
+class BillingState(models.TextChoices):
+    """Where the project stands with billing; written only by the billing services."""
+
+    NONE = "none", _("No billing account")
+    PREPAYMENT_DUE = "prepayment_due", _("Prepayment due")
+    ACTIVE = "active", _("Billing active")
+
+
+class ProjectQuerySet(models.QuerySet):
+    def imported_by(self, user, *, roles=None):
+        """Projects the user brought into the studio, optionally only those where they hold `roles`.
+
+        One filter() call, so that the role and the import are checked on the same membership row.
+        """
+        conditions = {"memberships__user": user, "memberships__imported_at__isnull": False}
+        if roles is not None:
+            conditions["memberships__role__in"] = roles
+        return self.filter(**conditions)
+
+    def not_imported_by(self, user):
+        return self.filter(memberships__user=user, memberships__imported_at__isnull=True)
+
+
+def _new_project_number():
+    return str(secrets.randbelow(9 * 10**11) + 10**11)
+
+
+def _new_project_id():
+    return f"gen-lang-client-{secrets.randbelow(10**10):010d}"
+
+
+class Project(models.Model):
+    """A Cloud project. The studio shows it once a member has imported it."""
+
+    project_id = models.CharField(_("project ID"), max_length=30, unique=True, default=_new_project_id)
+    number = models.CharField(_("project number"), max_length=12, unique=True, default=_new_project_number)
+    name = models.CharField(_("name"), max_length=100)
+    tier = models.CharField(_("quota tier"), max_length=10, choices=Tier.choices, default=Tier.FREE)
+    billing_state = models.CharField(
+        _("billing state"), max_length=16, choices=BillingState.choices, default=BillingState.NONE
+    )
+    # Set by tier evaluation when the project meets the next tier's criteria.
+    upgrade_available = models.BooleanField(_("upgrade available"), default=False)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
+
+    objects = ProjectQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("project")
+        verbose_name_plural = _("projects")
+        constraints = [
+            # A paid tier needs active billing; a project without it is on the free tier.
+            models.CheckConstraint(
+                condition=Q(tier="free") | Q(billing_state="active"), name="paid_tier_needs_active_billing"
+            ),
+            models.CheckConstraint(
+                condition=Q(upgrade_available=False) | Q(tier__in=["tier_1", "tier_2"]),
+                name="upgrade_only_below_top_paid_tier",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.project_id})"
+
+    @property
+    def is_paid(self) -> bool:
+        return self.tier != Tier.FREE
+
+    @property
+    def quota_state(self) -> str:
+        """What the Quota tier cell shows: set_up_billing, action_required or the tier."""
+        if self.billing_state == BillingState.NONE:
+            return "set_up_billing"
+        if self.billing_state == BillingState.PREPAYMENT_DUE:
+            return "action_required"
+        return self.tier
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", _("Owner")
+    EDITOR = "editor", _("Editor")
+    VIEWER = "viewer", _("Viewer")
+
+
+WRITE_ROLES = (Role.OWNER, Role.EDITOR)
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(_("role"), max_length=10, choices=Role.choices)
+    # When this member brought the project into the studio; None = a Cloud project not imported.
+    imported_at = models.DateTimeField(_("imported at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("membership")
+        verbose_name_plural = _("memberships")
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_user")]
+
+    def __str__(self):
+        return f"{self.user} — {self.project} ({self.role})"
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in WRITE_ROLES
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(revoked_at__isnull=True)
+
+    def visible_to(self, user):
+        """Active keys of projects the user imported, each annotated with the user's `role`."""
+        return (
+            self.active()
+            .annotate(mine=FilteredRelation("project__memberships", condition=Q(project__memberships__user=user)))
+            .filter(mine__isnull=False, mine__imported_at__isnull=False)
+            .annotate(role=F("mine__role"))
+            .select_related("project")
+        )
+
+    def authenticate(self, raw: str):
+        """The active key for a raw key (with its project), or None. One query at most.
+
+        Malformed keys are refused before the database. last_used_at is refreshed at most once
+        per LAST_USED_RESOLUTION.
+        """
+        if not keyformat.is_well_formed(raw):
+            return None
+        digest = keyformat.hash_key(raw)
+        key = self.active().select_related("project").filter(secret_hash=digest).first()
+        if key is None or not hmac.compare_digest(key.secret_hash, digest):
+            return None
+        key.mark_used()
+        return key
+
+
+class ApiKey(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="api_keys")
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(_("key prefix"), max_length=keyformat.VISIBLE_PREFIX_LENGTH, db_index=True)
+    last4 = models.CharField(_("last characters"), max_length=4)
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
+        indexes = [models.Index(fields=["project", "revoked_at"], name="apikey_project_active")]
+
+    def __str__(self):
+        return f"{self.name} ({self.masked})"
+
+    @property
+    def masked(self) -> str:
+        return f"{self.prefix}…{self.last4}"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @classmethod
+    def issue(cls, *, project, name, created_by):
+        """Create a key; returns (key, raw secret). The raw secret is never stored."""
+        raw = keyformat.generate()
+        key = cls.objects.create(
+            project=project,
+            name=name,
+            prefix=keyformat.visible_prefix(raw),
+            last4=keyformat.last_four(raw),
+            secret_hash=keyformat.hash_key(raw),
+            created_by=created_by,
+        )
+        AuditEvent.record(actor=created_by, action="api_key.create", obj=key, after={"name": name})
+        return key, raw
+
+    def rename(self, name: str, *, by):
+        with transaction.atomic():
+            key = ApiKey.objects.select_for_update().get(pk=self.pk)
+            if key.name == name:
+                return
+            before = key.name
+            key.name = self.name = name
+            key.save(update_fields=["name"])
+            AuditEvent.record(actor=by, action="api_key.rename", obj=key, before={"name": before}, after={"name": name})
+
+    def revoke(self, *, by):
+        """Revoke the key for good. Safe to call twice: the second call changes nothing."""
+        with transaction.atomic():
+            key = ApiKey.objects.select_for_update().get(pk=self.pk)
+            if key.revoked_at is not None:
+                self.revoked_at = key.revoked_at
+                return False
+            key.revoked_at = self.revoked_at = timezone.now()
+            key.revoked_by = by
+            key.save(update_fields=["revoked_at", "revoked_by"])
+            AuditEvent.record(actor=by, action="api_key.revoke", obj=key, before={"revoked": False}, after={"revoked": True})
+            return True
+
+    def mark_used(self, now=None):
+        now = now or timezone.now()
+        if self.last_used_at is not None and now - self.last_used_at < LAST_USED_RESOLUTION:
+            return
+        # Conditional update: concurrent requests for one key write at most once per minute.
+        ApiKey.objects.filter(pk=self.pk).filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+        ).update(last_used_at=now)
+        self.last_used_at = now
+
+
+class ActorKind(models.TextChoices):
+    USER = "user", _("User")
+    STAFF = "staff", _("Staff")
+    SYSTEM = "system", _("System")
+    FLEET = "fleet", _("Serving fleet")
+
+
+class AuditEvent(models.Model):
+    """Append-only record of a state change: who, what, on which object, before and after."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_kind = models.CharField(_("actor kind"), max_length=10, choices=ActorKind.choices)
+    action = models.CharField(_("action"), max_length=64)
+    object_type = models.CharField(_("object type"), max_length=64)
+    object_id = models.CharField(_("object ID"), max_length=64)
+    before = models.JSONField(_("before"), default=dict, blank=True)
+    after = models.JSONField(_("after"), default=dict, blank=True)
+    reason = models.TextField(_("reason"), blank=True)
+    created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
+        indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object")]
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.object_type}:{self.object_id}"
+
+    @classmethod
+    def record(cls, *, actor, action, obj, before=None, after=None, reason="", actor_kind=None):
+        if actor_kind is None:
+            # Staff consoles pass ActorKind.STAFF; a staff member using the developer console is a user.
+            actor_kind = ActorKind.SYSTEM if actor is None else ActorKind.USER
+        return cls.objects.create(
+            actor=actor,
+            actor_kind=actor_kind,
+            action=action,
+            object_type=obj._meta.label_lower,
+            object_id=str(obj.pk),
+            before=before or {},
+            after=after or {},
+            reason=reason,
+        )

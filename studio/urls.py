@@ -1,0 +1,35 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.shortcuts import redirect
+from django.urls import path
+
+from studio.views import accounts, api_keys, projects
+
+
+def home(request):
+    return redirect("api-keys" if request.user.is_authenticated else "login")
+
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("api-keys/", api_keys.api_key_list, name="api-keys"),
+    path("api-keys/create/", api_keys.api_key_create, name="api-key-create"),
+    path("api-keys/<int:key_id>/", api_keys.api_key_detail, name="api-key-detail"),
+    path("api-keys/<int:key_id>/rename/", api_keys.api_key_rename, name="api-key-rename"),
+    path("api-keys/<int:key_id>/revoke/", api_keys.api_key_revoke, name="api-key-revoke"),
+    path("projects/import/", projects.project_import, name="project-import"),
+    path("settings/", accounts.settings_page, name="settings"),
+    path("language/", accounts.set_language, name="set-language"),
+    path("accounts/signup/", accounts.signup, name="signup"),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path("accounts/password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path(
+        "accounts/reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path("accounts/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
+    path("admin/", admin.site.urls),
+]
