@@ -215,7 +215,9 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         start = time.perf_counter()
         seed()
-        print(f"seeded:     {ApiKey.objects.count()} keys, {User.objects.count()} users in {time.perf_counter() - start:.1f} s")
+        print(
+            f"seeded:     {ApiKey.objects.count()} keys, {User.objects.count()} users in {time.perf_counter() - start:.1f} s"
+        )
         print_versions()
 
         bench_user = User.objects.get(email=BENCH_EMAIL)
@@ -224,7 +226,12 @@ def main() -> None:
         admin_row = 'class="field-masked"'  # one per row, from the Key column
         pages = [
             (f"{keys_page} as the user", BENCH_EMAIL, keys_page, key_row),
-            ("admin, filtered by created_by", ADMIN_EMAIL, f"/admin/studio/apikey/?created_by__id__exact={bench_user.pk}", admin_row),
+            (
+                "admin, filtered by created_by",
+                ADMIN_EMAIL,
+                f"/admin/studio/apikey/?created_by__id__exact={bench_user.pk}",
+                admin_row,
+            ),
             ("admin, searched by e-mail", ADMIN_EMAIL, f"/admin/studio/apikey/?q={BENCH_EMAIL}", admin_row),
         ]
 

@@ -43,7 +43,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ["name", "prefix", "project__project_id", "project__name", "created_by__email"]
     list_select_related = ["project", "created_by"]
     # Keys are issued and revoked by the console (with an audit entry), never edited here.
-    readonly_fields = ["project", "prefix", "last4", "created_by", "created_at", "last_used_at", "revoked_at", "revoked_by"]
+    readonly_fields = [
+        "project",
+        "prefix",
+        "last4",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "revoked_by",
+    ]
     fields = ["name", *readonly_fields]
 
     @admin.display(description=_("Key"))

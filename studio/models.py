@@ -278,7 +278,9 @@ class ApiKey(models.Model):
             key.revoked_at = self.revoked_at = timezone.now()
             key.revoked_by = by
             key.save(update_fields=["revoked_at", "revoked_by"])
-            AuditEvent.record(actor=by, action="api_key.revoke", obj=key, before={"revoked": False}, after={"revoked": True})
+            AuditEvent.record(
+                actor=by, action="api_key.revoke", obj=key, before={"revoked": False}, after={"revoked": True}
+            )
             return True
 
     def mark_used(self, now=None):

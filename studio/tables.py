@@ -18,11 +18,16 @@ class ApiKeyTable(tables.Table):
     )
     name = tables.TemplateColumn(template_name="studio/cells/name.html", verbose_name=_("Name"))
     project = tables.TemplateColumn(
-        template_name="studio/cells/project.html", verbose_name=_("Project"), order_by=("project__name", "project__project_id")
+        template_name="studio/cells/project.html",
+        verbose_name=_("Project"),
+        order_by=("project__name", "project__project_id"),
     )
     created_at = tables.DateColumn(verbose_name=_("Created on"), format="SHORT_DATE_FORMAT")
     quota_tier = tables.TemplateColumn(
-        template_name="studio/cells/quota_tier.html", verbose_name=_("Quota tier"), order_by=("project__tier",), accessor="project__tier"
+        template_name="studio/cells/quota_tier.html",
+        verbose_name=_("Quota tier"),
+        order_by=("project__tier",),
+        accessor="project__tier",
     )
     plan = tables.TemplateColumn(
         template_name="studio/cells/plan.html", verbose_name=_("Plan"), orderable=False, accessor="project__tier"

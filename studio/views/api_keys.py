@@ -36,7 +36,9 @@ def _writable_projects(user):
 @login_required
 @require_http_methods(["GET", "POST"])
 def api_key_create(request: HttpRequest) -> HttpResponse:
-    form = ApiKeyCreateForm(request.POST if request.method == "POST" else None, projects=_writable_projects(request.user))
+    form = ApiKeyCreateForm(
+        request.POST if request.method == "POST" else None, projects=_writable_projects(request.user)
+    )
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             project = form.cleaned_data["project"] or create_project(

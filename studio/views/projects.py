@@ -30,4 +30,6 @@ def project_import(request: HttpRequest) -> HttpResponse:
     context = {"form": form, "query": query, "results": importable}
     # The search box refreshes only the result list; the dialog itself is the "body" partial.
     partial = "results" if request.htmx and request.htmx.target == "import-results" else "body"
-    return render_page(request, "studio/project_import.html", context, partial=partial, status=422 if form.errors else 200)
+    return render_page(
+        request, "studio/project_import.html", context, partial=partial, status=422 if form.errors else 200
+    )

@@ -101,7 +101,9 @@ def test_password_reset_sends_a_working_link(client, owner):
     assert mail.outbox[0].subject == "Reset your Studio Console password"
     link = re.search(r"http://testserver(/accounts/reset/\S+/)", mail.outbox[0].body).group(1)
     set_password_url = client.get(link)["Location"]
-    response = client.post(set_password_url, {"new_password1": "brand-new-secret-9", "new_password2": "brand-new-secret-9"})
+    response = client.post(
+        set_password_url, {"new_password1": "brand-new-secret-9", "new_password2": "brand-new-secret-9"}
+    )
     assert response["Location"] == "/accounts/reset/done/"
     owner.refresh_from_db()
     assert owner.check_password("brand-new-secret-9")

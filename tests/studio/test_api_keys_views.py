@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from studio.models import ApiKey, AuditEvent, BillingState, Membership, Project, Role, Tier
+from studio.models import ApiKey, AuditEvent, BillingState, Membership, Role, Tier
 from tests.factories import add_member, make_key, make_project
 
 
@@ -90,9 +90,7 @@ def test_htmx_request_gets_only_the_table(client_for, owner, key):
 
 
 def test_history_restore_gets_the_whole_page(client_for, owner, key):
-    response = client_for(owner).get(
-        "/api-keys/", headers={"HX-Request": "true", "HX-History-Restore-Request": "true"}
-    )
+    response = client_for(owner).get("/api-keys/", headers={"HX-Request": "true", "HX-History-Restore-Request": "true"})
 
     assert "<html" in response.content.decode()
 
@@ -109,8 +107,18 @@ def test_history_restore_gets_the_whole_page(client_for, owner, key):
         ),
         (Tier.FREE, BillingState.PREPAYMENT_DUE, False, '<span class="badge warning">Action required</span>'),
         (Tier.TIER_1, BillingState.ACTIVE, False, '<span class="badge paid">Tier 1</span>\n</span>'),
-        (Tier.TIER_1, BillingState.ACTIVE, True, '<span class="badge paid">Tier 1</span> <span class="badge upgrade">Upgrade</span>'),
-        (Tier.TIER_2, BillingState.ACTIVE, True, '<span class="badge paid">Tier 2</span> <span class="badge upgrade">Upgrade</span>'),
+        (
+            Tier.TIER_1,
+            BillingState.ACTIVE,
+            True,
+            '<span class="badge paid">Tier 1</span> <span class="badge upgrade">Upgrade</span>',
+        ),
+        (
+            Tier.TIER_2,
+            BillingState.ACTIVE,
+            True,
+            '<span class="badge paid">Tier 2</span> <span class="badge upgrade">Upgrade</span>',
+        ),
         (Tier.TIER_3, BillingState.ACTIVE, False, '<span class="badge paid">Tier 3</span>\n</span>'),
     ],
 )
@@ -133,7 +141,7 @@ def test_plan_column_and_paid_terms_statement(client_for, owner):
     make_key(make_project(owner, name="Paid one", tier=Tier.TIER_1))
     html = client.get("/api-keys/").content.decode()
     assert "your studio prompts are handled under the paid-services terms" in html
-    assert re.findall(r'<td >(Free|Paid)\n</td>', html) == ["Paid", "Free"]
+    assert re.findall(r"<td >(Free|Paid)\n</td>", html) == ["Paid", "Free"]
 
 
 def test_viewer_sees_keys_without_write_actions(client_for, viewer, key):
@@ -156,6 +164,7 @@ def test_viewer_of_a_project_owned_by_someone_else_gets_no_create_button(client_
 
 
 # Create
+
 
 def test_create_page_offers_only_writable_projects(client_for, editor, project, outsider):
     read_only = make_project(outsider, name="Read only")
@@ -218,10 +227,11 @@ def test_create_key_with_htmx_returns_the_dialog_and_reloads_the_table(client_fo
 
 # Detail, rename, revoke
 
+
 def test_detail_shows_the_key(client_for, viewer, key):
     html = client_for(viewer).get(f"/api-keys/{key.pk}/").content.decode()
 
-    assert f"<code id=\"detail-key\">{key.masked}</code>" in html
+    assert f'<code id="detail-key">{key.masked}</code>' in html
     assert key.project.project_id in html
     assert "<dd>Viewer</dd>" in html
     assert f"/api-keys/{key.pk}/revoke/" not in html
@@ -318,4 +328,3 @@ def test_forms_need_csrf(owner, key):
     assert client.post(f"/api-keys/{key.pk}/revoke/").status_code == 403
     key.refresh_from_db()
     assert key.revoked_at is None
-

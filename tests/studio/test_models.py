@@ -148,9 +148,7 @@ def test_paid_tier_without_active_billing_is_refused_by_the_database(db):
 
 def test_upgrade_flag_on_the_top_tier_is_refused_by_the_database(db):
     with pytest.raises(IntegrityError):
-        Project.objects.create(
-            name="x", tier=Tier.TIER_3, billing_state=BillingState.ACTIVE, upgrade_available=True
-        )
+        Project.objects.create(name="x", tier=Tier.TIER_3, billing_state=BillingState.ACTIVE, upgrade_available=True)
 
 
 def test_project_ids_look_like_cloud_projects(db):

@@ -49,7 +49,7 @@ def test_import_search_with_htmx_returns_only_the_results(client_for, owner):
 
 
 def test_import_several_projects(client_for, owner):
-    alpha, beta, gamma = importable(owner, "Alpha", "Beta", "Gamma")
+    alpha, _beta, gamma = importable(owner, "Alpha", "Beta", "Gamma")
 
     response = client_for(owner).post("/projects/import/", {"projects": [alpha.project_id, gamma.project_id]})
 

@@ -16,13 +16,76 @@ COLLEAGUE = "colleague@example.com"
 
 # (project id, name, role of the developer, imported?, tier, billing state, upgrade available, keys)
 PROJECTS = [
-    ("gen-lang-client-0100000001", "Default Gemini Project", Role.OWNER, True, Tier.FREE, BillingState.NONE, False, ["Default API key"]),
-    ("gen-lang-client-0100000002", "Checkout assistant", Role.OWNER, True, Tier.TIER_1, BillingState.ACTIVE, False, ["Production", "Staging"]),
-    ("gen-lang-client-0100000003", "Support bot", Role.OWNER, True, Tier.FREE, BillingState.PREPAYMENT_DUE, False, ["Support bot key"]),
-    ("gen-lang-client-0100000004", "Search ranking", Role.EDITOR, True, Tier.TIER_2, BillingState.ACTIVE, True, ["Ranking service"]),
-    ("gen-lang-client-0100000005", "Research lab", Role.OWNER, True, Tier.TIER_3, BillingState.ACTIVE, False, ["Batch jobs"]),
-    ("gen-lang-client-0100000006", "Upgrade candidate", Role.OWNER, True, Tier.TIER_1, BillingState.ACTIVE, True, ["Mobile app"]),
-    ("gen-lang-client-0100000007", "Shared analytics", Role.VIEWER, True, Tier.FREE, BillingState.NONE, False, ["Dashboards"]),
+    (
+        "gen-lang-client-0100000001",
+        "Default Gemini Project",
+        Role.OWNER,
+        True,
+        Tier.FREE,
+        BillingState.NONE,
+        False,
+        ["Default API key"],
+    ),
+    (
+        "gen-lang-client-0100000002",
+        "Checkout assistant",
+        Role.OWNER,
+        True,
+        Tier.TIER_1,
+        BillingState.ACTIVE,
+        False,
+        ["Production", "Staging"],
+    ),
+    (
+        "gen-lang-client-0100000003",
+        "Support bot",
+        Role.OWNER,
+        True,
+        Tier.FREE,
+        BillingState.PREPAYMENT_DUE,
+        False,
+        ["Support bot key"],
+    ),
+    (
+        "gen-lang-client-0100000004",
+        "Search ranking",
+        Role.EDITOR,
+        True,
+        Tier.TIER_2,
+        BillingState.ACTIVE,
+        True,
+        ["Ranking service"],
+    ),
+    (
+        "gen-lang-client-0100000005",
+        "Research lab",
+        Role.OWNER,
+        True,
+        Tier.TIER_3,
+        BillingState.ACTIVE,
+        False,
+        ["Batch jobs"],
+    ),
+    (
+        "gen-lang-client-0100000006",
+        "Upgrade candidate",
+        Role.OWNER,
+        True,
+        Tier.TIER_1,
+        BillingState.ACTIVE,
+        True,
+        ["Mobile app"],
+    ),
+    (
+        "gen-lang-client-0100000007",
+        "Shared analytics",
+        Role.VIEWER,
+        True,
+        Tier.FREE,
+        BillingState.NONE,
+        False,
+        ["Dashboards"],
+    ),
     ("gen-lang-client-0100000011", "Marketing site", Role.OWNER, False, Tier.FREE, BillingState.NONE, False, []),
     ("gen-lang-client-0100000012", "Data pipeline", Role.OWNER, False, Tier.FREE, BillingState.NONE, False, []),
     ("gen-lang-client-0100000013", "Legacy chatbot", Role.EDITOR, False, Tier.FREE, BillingState.NONE, False, []),
@@ -54,10 +117,14 @@ class Command(BaseCommand):
                 defaults={"role": role, "imported_at": timezone.now() if imported else None},
             )
             if role != Role.OWNER:
-                Membership.objects.get_or_create(project=project, user=colleague, defaults={"role": Role.OWNER, "imported_at": timezone.now()})
+                Membership.objects.get_or_create(
+                    project=project, user=colleague, defaults={"role": Role.OWNER, "imported_at": timezone.now()}
+                )
             for key_name in keys:
                 if not ApiKey.objects.filter(project=project, name=key_name).exists():
-                    ApiKey.issue(project=project, name=key_name, created_by=developer if role != Role.VIEWER else colleague)
+                    ApiKey.issue(
+                        project=project, name=key_name, created_by=developer if role != Role.VIEWER else colleague
+                    )
         self.stdout.write(self.style.SUCCESS("Demo data ready. Sign in at http://127.0.0.1:8000/ with:"))
         self.stdout.write(f"  developer: {DEVELOPER} / {DEMO_PASSWORD}")
         self.stdout.write(f"  staff:     {STAFF} / {DEMO_PASSWORD}  (also /admin/)")

@@ -1,0 +1,38 @@
+from django.core.management import call_command
+
+from studio.models import ApiKey, Membership, Project, User
+
+
+def quota_states(user):
+    keys = ApiKey.objects.visible_to(user)
+    return sorted({(k.project.quota_state, k.project.upgrade_available) for k in keys})
+
+
+def test_seed_demo_is_idempotent_and_shows_every_quota_state(db, capsys):
+    call_command("seed_demo")
+    counts = (User.objects.count(), Project.objects.count(), Membership.objects.count(), ApiKey.objects.count())
+
+    call_command("seed_demo")
+
+    assert (User.objects.count(), Project.objects.count(), Membership.objects.count(), ApiKey.objects.count()) == counts
+    developer = User.objects.get(email="dev@example.com")
+    assert developer.check_password("studio-demo")
+    assert User.objects.get(email="staff@example.com").is_staff
+    assert quota_states(developer) == [
+        ("action_required", False),
+        ("set_up_billing", False),
+        ("tier_1", False),
+        ("tier_1", True),
+        ("tier_2", True),
+        ("tier_3", False),
+    ]
+    assert Project.objects.not_imported_by(developer).count() == 3
+    assert "dev@example.com / studio-demo" in capsys.readouterr().out
+
+
+def test_demo_developer_is_a_viewer_somewhere(db):
+    call_command("seed_demo")
+
+    roles = set(Membership.objects.filter(user__email="dev@example.com").values_list("role", flat=True))
+
+    assert roles == {"owner", "editor", "viewer"}
