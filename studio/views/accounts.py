@@ -7,6 +7,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone, translation
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from studio.forms import LanguageForm, SettingsForm, SignUpForm
@@ -15,6 +16,7 @@ from studio.services import provision_defaults
 from studio.views.rendering import render_page
 
 
+@sensitive_post_parameters("password")
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:

@@ -87,3 +87,14 @@ def test_imported_project_can_then_get_keys(client_for, owner):
     html = client.get("/api-keys/create/").content.decode()
 
     assert f'<option value="{alpha.project_id}"' in html
+
+
+def test_import_list_query_count_does_not_grow_with_rows(client_for, owner, django_assert_num_queries):
+    client = client_for(owner)
+    importable(owner, "One")
+    with django_assert_num_queries(3):
+        assert len(listed(client.get("/projects/import/"))) == 1
+
+    importable(owner, "Two", "Three")
+    with django_assert_num_queries(3):
+        assert len(listed(client.get("/projects/import/"))) == 3
