@@ -5,6 +5,7 @@ cache, console e-mail. Production sets DEBUG=0 and the variables listed in docs/
 """
 
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -24,6 +25,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "studio",
+    "billing",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -33,6 +35,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_tables2",
+    "django_countries",
     "axes",
     "csp",
 ]
@@ -170,6 +173,12 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+
+# Billing (SPEC §3.3–3.4, §8). The processor is the built-in test one unless set otherwise.
+PAYMENT_PROCESSOR = env("PAYMENT_PROCESSOR", default="billing.processor.TestProcessor")
+WELCOME_CREDIT_AMOUNT = Decimal(env("WELCOME_CREDIT_AMOUNT", default="300"))
+WELCOME_CREDIT_DAYS = env.int("WELCOME_CREDIT_DAYS", default=90)
+PREPAYMENT_DEFAULT_AMOUNT = Decimal(env("PREPAYMENT_DEFAULT_AMOUNT", default="10"))
 
 DJANGO_TABLES2_TEMPLATE = "partials/table.html"
 

@@ -3,14 +3,6 @@ from django.utils.translation import gettext_lazy as _
 
 from studio.models import ApiKey
 
-HTMX_NAV = {
-    # Sorting and paging swap only the table, keep real links for no-JS, and update the URL.
-    "hx-boost": "true",
-    "hx-target": "#keys-table",
-    "hx-select": "#keys-table",
-    "hx-swap": "outerHTML",
-}
-
 
 class ApiKeyTable(tables.Table):
     key = tables.TemplateColumn(
@@ -40,5 +32,5 @@ class ApiKeyTable(tables.Table):
         model = ApiKey
         fields = ("key", "name", "project", "created_at", "quota_tier", "plan", "actions")
         empty_text = _("No API keys yet. Create one to call the API.")
-        attrs = {"class": "table", "thead": HTMX_NAV}
+        attrs = {"class": "table"}
         orderable = True

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.shortcuts import redirect
-from django.urls import path
+from django.urls import include, path
 
 from studio.views import accounts, api_keys, projects
 
@@ -31,5 +31,6 @@ urlpatterns = [
         name="password_reset_confirm",
     ),
     path("accounts/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
+    path("billing/", include("billing.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -24,8 +24,8 @@ def render_page(
 
     `secret=True` marks a response that shows a secret once: it must never be cached.
     """
-    # A history-restore request (back button after a cache miss) needs the whole page.
-    wants_partial = request.htmx and not request.htmx.history_restore_request
+    # Boosted links and forms, and history restores (back button), swap the whole page.
+    wants_partial = request.htmx and not request.htmx.boosted and not request.htmx.history_restore_request
     name = f"{template}#{partial}" if wants_partial else template
     response = render(request, name, context, status=status)
     patch_vary_headers(response, ["HX-Request"])
@@ -34,13 +34,15 @@ def render_page(
     return response
 
 
-def finish(request: HttpRequest, message: str, *, redirect_to: str, events: tuple[str, ...] = ()) -> HttpResponse:
+def finish(
+    request: HttpRequest, message: str, *, redirect_to: str, events: tuple[str, ...] = (), level: int = messages.SUCCESS
+) -> HttpResponse:
     """After a change made in a modal: show `message`.
 
     htmx: the modal closes, the message appears in the page's message area and `events` fire
     (a table reloads itself, say). Without JS: redirect to `redirect_to`, where it shows.
     """
-    messages.success(request, message)
+    messages.add_message(request, level, message)
     if not request.htmx:
         return redirect(redirect_to)
     response = retarget(render(request, "base.html#messages"), "#messages")

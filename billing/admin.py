@@ -1,0 +1,147 @@
+from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
+
+from billing.models import (
+    BillingAccount,
+    BillingAdministrator,
+    Country,
+    Credit,
+    LedgerEntry,
+    PaymentMethod,
+    PaymentsProfile,
+    PrepaymentMethodRule,
+    ProjectBilling,
+    SetupSession,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Money rows are written by the billing services only (with their audit entries)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Country)
+class CountryAdmin(admin.ModelAdmin):
+    list_display = [
+        "code",
+        "flag",
+        "name",
+        "billing_supported",
+        "free_tier_available",
+        "prepayment_required",
+        "prepayment_amount",
+    ]
+    list_editable = ["billing_supported", "free_tier_available", "prepayment_required", "prepayment_amount"]
+    list_filter = ["billing_supported", "free_tier_available", "prepayment_required"]
+    search_fields = ["code"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(PrepaymentMethodRule)
+class PrepaymentMethodRuleAdmin(admin.ModelAdmin):
+    list_display = ["payment_method_kind", "amount", "active"]
+
+
+class AdministratorInline(admin.TabularInline):
+    model = BillingAdministrator
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+class ProjectLinkInline(admin.TabularInline):
+    model = ProjectBilling
+    extra = 0
+    fields = ["project", "linked_at", "linked_by"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(BillingAccount)
+class BillingAccountAdmin(admin.ModelAdmin):
+    list_display = [
+        "account_id",
+        "display_name",
+        "country",
+        "status",
+        "prepayment_status",
+        "prepayment_flagged",
+        "created_at",
+    ]
+    list_filter = ["status", "prepayment_status", "prepayment_flagged", "country"]
+    search_fields = ["account_id", "display_name", "administrators__user__email", "project_links__project__project_id"]
+    readonly_fields = [
+        "account_id",
+        "currency",
+        "payments_profile",
+        "primary_payment_method",
+        "created_by",
+        "created_at",
+        "prepayment_status",
+        "prepayment_amount",
+    ]
+    fields = ["account_id", "display_name", "country", "currency", "status", "prepayment_flagged", *readonly_fields[2:]]
+    inlines = [AdministratorInline, ProjectLinkInline]
+    list_select_related = ["country"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(PaymentsProfile)
+class PaymentsProfileAdmin(admin.ModelAdmin):
+    list_display = ["name", "owner", "profile_type", "country", "email", "updated_at"]
+    list_filter = ["profile_type", "country"]
+    search_fields = ["name", "email", "owner__email", "organization"]
+    list_select_related = ["owner", "country"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(PaymentMethod)
+class PaymentMethodAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "kind", "profile", "created_at", "removed_at"]
+    list_filter = ["kind", "brand"]
+    search_fields = ["last4", "profile__owner__email"]
+    exclude = ["processor_token"]
+
+
+@admin.register(Credit)
+class CreditAdmin(ReadOnlyAdmin):
+    list_display = ["account", "kind", "original_amount", "granted_at", "expires_at", "source"]
+    list_filter = ["kind"]
+    search_fields = ["account__account_id", "source"]
+    list_select_related = ["account"]
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "account", "kind", "amount", "credit", "description"]
+    list_filter = ["kind"]
+    search_fields = ["account__account_id", "description", "idempotency_key"]
+    date_hierarchy = "created_at"
+    list_select_related = ["account", "credit", "credit__account"]
+
+
+@admin.register(SetupSession)
+class SetupSessionAdmin(ReadOnlyAdmin):
+    list_display = ["user", "flow", "project", "created_at", "finished_at", "result"]
+    list_filter = ["flow", ("finished_at", admin.EmptyFieldListFilter)]
+    search_fields = ["user__email"]
+    list_select_related = ["user", "project", "result"]
+
+
+admin.site.site_header = _("Studio Console administration")

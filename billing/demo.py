@@ -1,0 +1,101 @@
+"""Demo billing data (the billing part of `manage.py seed_demo`). Idempotent.
+
+The developer is an existing billing user with two accounts (one with a prepayment due); the
+colleague pays for the project the developer edits. Project tiers in studio/demo.py match them.
+"""
+
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.utils import timezone
+
+from billing import ledger
+from billing.models import (
+    BillingAccount,
+    BillingAdministrator,
+    Country,
+    CreditKind,
+    PaymentMethod,
+    PaymentsProfile,
+    PrepaymentStatus,
+    ProjectBilling,
+)
+from studio.demo import COLLEAGUE, DEVELOPER
+from studio.models import Project
+
+# (administrator, account name, country, prepayment due, linked project ids)
+ACCOUNTS = [
+    (
+        DEVELOPER,
+        "Main billing account",
+        "US",
+        False,
+        ["gen-lang-client-0100000002", "gen-lang-client-0100000005", "gen-lang-client-0100000006"],
+    ),
+    (DEVELOPER, "India team billing", "IN", True, ["gen-lang-client-0100000003"]),
+    (COLLEAGUE, "Colleague's billing account", "GB", False, ["gen-lang-client-0100000004"]),
+]
+# Usage already charged to the developer's main account (paid from the welcome credit).
+DEMO_CHARGES = [("Gemini API usage, October", Decimal("42.50")), ("Gemini API usage, November", Decimal("17.25"))]
+
+
+def seed_billing(users):
+    for email, name, country, prepayment_due, project_ids in ACCOUNTS:
+        user = users[email]
+        profile = _profile(user, country)
+        account = BillingAccount.objects.filter(administrators__user=user, display_name=name).first()
+        if account is None:
+            first = not BillingAccount.objects.administered_by(user).exists()
+            account = BillingAccount.objects.create(
+                display_name=name,
+                country_id=country,
+                payments_profile=profile,
+                primary_payment_method=profile.payment_methods.first(),
+                created_by=user,
+                prepayment_status=PrepaymentStatus.REQUIRED if prepayment_due else PrepaymentStatus.NOT_REQUIRED,
+                prepayment_amount=Decimal("10.00") if prepayment_due else None,
+            )
+            BillingAdministrator.objects.create(account=account, user=user)
+            if first:
+                ledger.grant_credit(
+                    account,
+                    kind=CreditKind.WELCOME,
+                    amount=settings.WELCOME_CREDIT_AMOUNT,
+                    expires_at=timezone.now() + timedelta(days=settings.WELCOME_CREDIT_DAYS),
+                    source="Welcome credit for your first billing account",
+                    welcome_for=user,
+                )
+        for project_id in project_ids:
+            ProjectBilling.objects.get_or_create(
+                project=Project.objects.get(project_id=project_id), defaults={"account": account, "linked_by": user}
+            )
+    main = BillingAccount.objects.get(display_name="Main billing account", administrators__user=users[DEVELOPER])
+    for description, amount in DEMO_CHARGES:
+        ledger.record_usage_charge(main, amount=amount, description=description, idempotency_key=f"demo:{description}")
+
+
+def _profile(user, country_code):
+    profile, _ = PaymentsProfile.objects.get_or_create(
+        owner=user,
+        defaults={
+            "profile_type": "individual",
+            "name": user.full_name,
+            "address_line1": "1600 Example Avenue",
+            "city": "Mountain View",
+            "postal_code": "94043",
+            "country": Country.objects.get(code=country_code),
+            "email": user.email,
+            "phone": "+1 650 555 0100",
+        },
+    )
+    if not profile.payment_methods.exists():
+        PaymentMethod.objects.create(
+            profile=profile,
+            brand="visa",
+            last4="4242",
+            exp_month=12,
+            exp_year=timezone.now().year + 3,
+            processor_token="tok_demo",
+        )
+    return profile

@@ -1,0 +1,182 @@
+from datetime import date
+
+from django import forms
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from billing import cards
+from billing.models import BillingAccount, Country, PaymentsProfile
+
+NEW_ACCOUNT = "new"
+
+
+def country_choices():
+    countries = sorted(Country.objects.billable(), key=lambda c: c.name)
+    return [("", _("Select a country")), *[(c.code, f"{c.flag} {c.name}") for c in countries]]
+
+
+class ProjectStepForm(forms.Form):
+    project = forms.ChoiceField(label=_("Project"))
+    api_key = forms.ChoiceField(label=_("API key"), required=False)
+
+    def __init__(self, *args, projects, keys, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.projects = {p.project_id: p for p in projects}
+        self.keys = {str(k.pk): k for k in keys}
+        self.fields["project"].choices = [(p.project_id, f"{p.name} ({p.project_id})") for p in projects]
+        self.fields["api_key"].choices = [("", _("No key")), *[(str(k.pk), f"{k.name} ({k.masked})") for k in keys]]
+
+    def clean(self):
+        cleaned = super().clean()
+        project = self.projects.get(cleaned.get("project"))
+        key = self.keys.get(cleaned.get("api_key") or "")
+        if project is not None and key is not None and key.project_id != project.pk:
+            self.add_error("api_key", _("Choose a key of the selected project."))
+        cleaned["project"], cleaned["api_key"] = project, key
+        return cleaned
+
+
+class CountryTermsForm(forms.Form):
+    country = forms.ChoiceField(label=_("Country"))
+    accept_terms = forms.BooleanField(
+        label=_("I agree to the Cloud Billing terms of service"),
+        error_messages={"required": _("Accept the terms of service to continue.")},
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["country"].choices = country_choices()
+
+    def clean_country(self):
+        return Country.objects.billable().get(code=self.cleaned_data["country"])
+
+
+class SelectAccountForm(forms.Form):
+    account = forms.ChoiceField(label=_("Select billing account"))
+
+    def __init__(self, *args, accounts: list[BillingAccount], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.accounts = {a.account_id: a for a in accounts}
+        self.fields["account"].choices = [
+            *[(a.account_id, f"{a.display_name} ({a.account_id})") for a in accounts],
+            (NEW_ACCOUNT, _("Add new billing account")),
+        ]
+        if len(accounts) == 1:  # R9: with exactly one account it is selected automatically
+            self.fields["account"].initial = accounts[0].account_id
+
+    def clean_account(self):
+        value = self.cleaned_data["account"]
+        return None if value == NEW_ACCOUNT else self.accounts[value]
+
+
+class ContactForm(forms.ModelForm):
+    country = forms.ChoiceField(label=_("Country"))
+
+    class Meta:
+        model = PaymentsProfile
+        fields = [
+            "profile_type",
+            "name",
+            "organization",
+            "address_line1",
+            "address_line2",
+            "city",
+            "postal_code",
+            "country",
+            "email",
+            "phone",
+        ]
+        widgets = {"profile_type": forms.RadioSelect}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["country"].choices = country_choices()
+        if self.instance.pk:
+            self.initial["country"] = self.instance.country_id
+
+    def clean_country(self):
+        return Country.objects.billable().get(code=self.cleaned_data["country"])
+
+    def clean_phone(self):
+        phone = self.cleaned_data["phone"].strip()
+        digits = [c for c in phone if c.isdigit()]
+        if len(digits) < 6 or any(c not in "0123456789+-() ." for c in phone):
+            raise forms.ValidationError(_("Enter a phone number, for example +1 650 555 0100."))
+        return phone
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("profile_type") == "business" and not cleaned.get("organization", "").strip():
+            self.add_error("organization", _("Enter the organization's name for a business profile."))
+        return cleaned
+
+
+def _month_choices():
+    return [("", _("Month")), *[(str(m), f"{m:02d}") for m in range(1, 13)]]
+
+
+def _year_choices():
+    this_year = timezone.now().year
+    return [("", _("Year")), *[(str(y), str(y)) for y in range(this_year, this_year + 21)]]
+
+
+class CardForm(forms.Form):
+    """Card details. The number and CVC are never re-displayed, stored or logged."""
+
+    number = forms.CharField(
+        label=_("Card number"),
+        max_length=23,
+        widget=forms.TextInput(attrs={"autocomplete": "cc-number", "inputmode": "numeric"}),
+    )
+    exp_month = forms.TypedChoiceField(label=_("Expiry month"), coerce=int)
+    exp_year = forms.TypedChoiceField(label=_("Expiry year"), coerce=int)
+    cvc = forms.CharField(
+        label=_("Security code (CVC)"),
+        max_length=4,
+        widget=forms.PasswordInput(attrs={"autocomplete": "cc-csc", "inputmode": "numeric"}),
+    )
+
+    def __init__(self, *args, today: date | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.today = today or timezone.localdate()
+        self.fields["exp_month"].choices = _month_choices()
+        self.fields["exp_year"].choices = _year_choices()
+
+    def clean_number(self):
+        number = cards.digits_only(self.cleaned_data["number"])
+        if not number.isdigit():
+            raise forms.ValidationError(_("A card number has only digits."))
+        if not cards.luhn_valid(number):
+            raise forms.ValidationError(_("This card number is not valid. Check it and try again."))
+        if cards.brand_of(number) is None:
+            raise forms.ValidationError(
+                _("We accept Visa, Mastercard, American Express, JCB, Discover and Diners Club.")
+            )
+        return number
+
+    def clean(self):
+        cleaned = super().clean()
+        month, year = cleaned.get("exp_month"), cleaned.get("exp_year")
+        if month and year and not cards.expiry_in_future(month, year, self.today):
+            self.add_error("exp_month", _("This card has expired."))
+        number, cvc = cleaned.get("number"), cleaned.get("cvc", "")
+        if number:
+            brand, cvc_length = cards.brand_of(number)
+            cleaned["brand"] = brand
+            if cvc and (not cvc.isdigit() or len(cvc) != cvc_length):
+                self.add_error(
+                    "cvc", _("Enter the %(length)d-digit security code from your card.") % {"length": cvc_length}
+                )
+        return cleaned
+
+
+class MoveProjectForm(forms.Form):
+    account = forms.ChoiceField(label=_("Billing account"))
+
+    def __init__(self, *args, accounts, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.accounts = {a.account_id: a for a in accounts}
+        self.fields["account"].choices = [(a.account_id, f"{a.display_name} ({a.account_id})") for a in accounts]
+
+    def clean_account(self):
+        return self.accounts[self.cleaned_data["account"]]

@@ -1,0 +1,163 @@
+"""Writing to and reading from the ledger.
+
+Every function that writes locks the billing account row first, so that concurrent writers to
+one account are serialised and balances read inside the lock are exact.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, Sum, Value, Window
+from django.db.models.functions import RowNumber
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from billing.models import BillingAccount, Credit, CreditKind, EntryKind, LedgerEntry
+from billing.models.ledger import CREDIT_KINDS, DUE_KINDS
+from billing.money import ZERO, round_money
+
+# R24: credits pay for usage in this order. Welcome first while valid, then promotional and
+# goodwill together by expiry (soonest first, never-expiring last), then the prepayment.
+DRAW_DOWN_RANK = {CreditKind.WELCOME: 0, CreditKind.PROMOTIONAL: 1, CreditKind.GOODWILL: 1, CreditKind.PREPAYMENT: 2}
+
+
+def _lock(account: BillingAccount) -> BillingAccount:
+    return BillingAccount.objects.select_for_update().get(pk=account.pk)
+
+
+def credits_with_remaining(account: BillingAccount):
+    """The account's credits, each annotated with `remaining` (a sum of its entries)."""
+    return credits_with_remaining_for_accounts([account])
+
+
+def credits_with_remaining_for_accounts(accounts):
+    return (
+        Credit.objects.filter(account__in=accounts)
+        .annotate(remaining=Coalesce(Sum("entries__amount"), Value(ZERO)))
+        .order_by("granted_at", "pk")
+    )
+
+
+def recent_entries_for_accounts(accounts, *, limit: int):
+    """The newest `limit` entries of each account, newest first, in one query."""
+    ranked = LedgerEntry.objects.filter(account__in=accounts).annotate(
+        rank=Window(RowNumber(), partition_by=[F("account_id")], order_by=[F("created_at").desc(), F("pk").desc()])
+    )
+    return ranked.filter(rank__lte=limit).select_related("credit").order_by("account_id", "-created_at", "-pk")
+
+
+def grant_credit(
+    account: BillingAccount, *, kind: str, amount: Decimal, expires_at=None, source: str = "", welcome_for=None, by=None
+) -> Credit:
+    """Add a credit and its grant entry. A second welcome credit for one person raises IntegrityError."""
+    amount = round_money(amount)
+    with transaction.atomic():
+        _lock(account)
+        credit = Credit.objects.create(
+            account=account,
+            kind=kind,
+            original_amount=amount,
+            expires_at=expires_at,
+            source=source,
+            welcome_for=welcome_for,
+        )
+        LedgerEntry.objects.create(
+            account=account,
+            kind=EntryKind.CREDIT_GRANT,
+            amount=amount,
+            credit=credit,
+            description=credit.get_kind_display(),
+            created_by=by,
+        )
+    return credit
+
+
+def _draw_down_key(credit: Credit):
+    never_expires = credit.expires_at is None
+    return (
+        DRAW_DOWN_RANK[credit.kind],
+        never_expires,
+        credit.expires_at or credit.granted_at,
+        credit.granted_at,
+        credit.pk,
+    )
+
+
+def record_usage_charge(
+    account: BillingAccount, *, amount: Decimal, description: str, idempotency_key: str, at=None
+) -> list[LedgerEntry]:
+    """Charge usage to the account, paid from its valid credits first (R24).
+
+    Effects: one usage_charge entry (+amount) and one credit_application entry (-x) per credit
+    used; what no credit covers stays owed for the monthly statement. Idempotent by
+    `idempotency_key`: a repeat returns the entries already written and writes nothing.
+    """
+    at = at or timezone.now()
+    amount = round_money(amount)
+    if amount <= 0:
+        raise ValueError("a usage charge is positive")
+    try:
+        with transaction.atomic():
+            _lock(account)
+            charge = LedgerEntry.objects.create(
+                account=account,
+                kind=EntryKind.USAGE_CHARGE,
+                amount=amount,
+                description=description,
+                idempotency_key=idempotency_key,
+                created_at=at,
+            )
+            entries = [charge]
+            left = amount
+            usable = [c for c in credits_with_remaining(account) if c.remaining > 0 and c.is_valid_at(at)]
+            for credit in sorted(usable, key=_draw_down_key):
+                if left == 0:
+                    break
+                used = min(left, credit.remaining)
+                entries.append(
+                    LedgerEntry.objects.create(
+                        account=account,
+                        kind=EntryKind.CREDIT_APPLICATION,
+                        amount=-used,
+                        credit=credit,
+                        description=credit.get_kind_display(),
+                        created_at=at,
+                    )
+                )
+                left -= used
+            return entries
+    except IntegrityError:
+        existing = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return [existing]
+
+
+@dataclass(frozen=True)
+class Balances:
+    credit_remaining: Decimal  # all valid credits together
+    amount_due: Decimal  # owed, to be charged on the monthly statement
+    total_spend: Decimal  # all usage charged to the account, whoever paid it
+
+
+def balances(account: BillingAccount, *, at=None) -> Balances:
+    return balances_for_accounts([account], at=at)[account.pk]
+
+
+def balances_for_accounts(accounts, *, at=None) -> dict[int, Balances]:
+    """Balances of several accounts in one query, by account pk."""
+    at = at or timezone.now()
+    valid = Q(credit__expires_at__isnull=True) | Q(credit__expires_at__gt=at)
+    rows = (
+        LedgerEntry.objects.filter(account__in=accounts)
+        .values("account_id")
+        .annotate(
+            credit_remaining=Coalesce(Sum("amount", filter=Q(kind__in=CREDIT_KINDS) & valid), ZERO),
+            amount_due=Coalesce(Sum("amount", filter=Q(kind__in=DUE_KINDS)), ZERO),
+            total_spend=Coalesce(Sum("amount", filter=Q(kind=EntryKind.USAGE_CHARGE)), ZERO),
+        )
+        .order_by()
+    )
+    found = {row.pop("account_id"): Balances(**row) for row in rows}
+    return {account.pk: found.get(account.pk, Balances(ZERO, ZERO, ZERO)) for account in accounts}

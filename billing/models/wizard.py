@@ -1,0 +1,51 @@
+"""The billing set-up wizard's state, kept on the server so that back, refresh and a second tab
+never lose input or create a second account."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from billing.models.accounts import BillingAccount, PaymentMethod
+from billing.models.countries import Country
+
+
+class SetupFlow(models.TextChoices):
+    NEW = "new", _("New billing account")
+    EXISTING = "existing", _("Existing billing account")
+
+
+class SetupSession(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey("studio.Project", on_delete=models.CASCADE, null=True, related_name="+")
+    api_key = models.ForeignKey("studio.ApiKey", on_delete=models.SET_NULL, null=True, related_name="+")
+    flow = models.CharField(max_length=10, choices=SetupFlow.choices)
+    country = models.ForeignKey(Country, on_delete=models.PROTECT, null=True, related_name="+")
+    terms_accepted = models.BooleanField(default=False)
+    selected_account = models.ForeignKey(BillingAccount, on_delete=models.SET_NULL, null=True, related_name="+")
+    payment_method = models.ForeignKey(PaymentMethod, on_delete=models.SET_NULL, null=True, related_name="+")
+    result = models.ForeignKey(BillingAccount, on_delete=models.PROTECT, null=True, related_name="+")
+    welcome_credit_granted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        verbose_name = _("billing set-up")
+        verbose_name_plural = _("billing set-ups")
+        # One open set-up per person: a second tab resumes it instead of starting another.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"], condition=Q(finished_at__isnull=True), name="one_open_setup_per_user"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.user} {self.flow} {self.created_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.finished_at is not None

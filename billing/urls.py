@@ -1,0 +1,25 @@
+from django.urls import path
+
+from billing.views import accounts, setup
+
+app_name = "billing"
+urlpatterns = [
+    path("", accounts.billing_page, name="page"),
+    path("setup/", setup.setup_start, name="setup"),
+    path("setup/<uuid:setup_id>/project/", setup.step_project, name="setup-project"),
+    path("setup/<uuid:setup_id>/account/", setup.step_account, name="setup-account"),
+    path("setup/<uuid:setup_id>/details/", setup.step_details, name="setup-details"),
+    path("setup/<uuid:setup_id>/contact/", setup.contact_dialog, name="setup-contact"),
+    path("setup/<uuid:setup_id>/payment-method/", setup.payment_method_dialog, name="setup-payment-method"),
+    path("setup/<uuid:setup_id>/finish/", setup.finish, name="setup-finish"),
+    path("setup/<uuid:setup_id>/status/", setup.status, name="setup-status"),
+    path("accounts/<str:account_id>/projects/<str:project_id>/unlink/", accounts.unlink, name="unlink"),
+    path("accounts/<str:account_id>/projects/<str:project_id>/move/", accounts.move, name="move"),
+    path(
+        "accounts/<str:account_id>/payment-methods/<int:method_id>/primary/",
+        accounts.make_primary_method,
+        name="make-primary",
+    ),
+    path("payment-methods/add/", accounts.add_payment_method, name="add-payment-method"),
+    path("payment-methods/<int:method_id>/remove/", accounts.remove_method, name="remove-payment-method"),
+]

@@ -1,0 +1,133 @@
+"""The billing page (R19): accounts, linked projects, credits, transactions, payment methods."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Prefetch
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST
+
+from billing import ledger
+from billing.forms import CardForm, MoveProjectForm
+from billing.models import BillingAccount, PaymentsProfile, ProjectBilling
+from billing.processor import PaymentError
+from billing.services import BillingError, add_card, link_project, make_primary, remove_payment_method, unlink_project
+from billing.views.access import get_account_for_user, get_linked_project_for_user, get_payment_method_for_user
+from studio.views.rendering import finish, render_page
+
+RECENT_ENTRIES = 20
+
+
+def _accounts_for(user):
+    links = ProjectBilling.objects.select_related("project").order_by("project__name")
+    return (
+        BillingAccount.objects.administered_by(user)
+        .select_related("country", "primary_payment_method")
+        .prefetch_related(Prefetch("project_links", queryset=links))
+        .order_by("created_at")
+    )
+
+
+@login_required
+def billing_page(request: HttpRequest) -> HttpResponse:
+    accounts = list(_accounts_for(request.user))
+    profile = PaymentsProfile.objects.filter(owner=request.user).first()
+    methods = (
+        list(profile.payment_methods.usable().annotate(primary_count=Count("primary_for")).order_by("created_at"))
+        if profile
+        else []
+    )
+    credits = {}
+    for credit in ledger.credits_with_remaining_for_accounts(accounts):
+        credits.setdefault(credit.account_id, []).append(credit)
+    entries = {}
+    for entry in ledger.recent_entries_for_accounts(accounts, limit=RECENT_ENTRIES):
+        entries.setdefault(entry.account_id, []).append(entry)
+    balances = ledger.balances_for_accounts(accounts)
+    rows = [
+        {"account": a, "credits": credits.get(a.pk, []), "entries": entries.get(a.pk, []), "balances": balances[a.pk]}
+        for a in accounts
+    ]
+    context = {"rows": rows, "methods": methods, "profile": profile}
+    return render_page(request, "billing/billing.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def unlink(request: HttpRequest, account_id: str, project_id: str) -> HttpResponse:
+    account = get_account_for_user(request.user, account_id)
+    project = get_linked_project_for_user(request.user, account, project_id)
+    if request.method == "POST":
+        unlink_project(project, by=request.user)
+        message = _("Billing disabled for %(project)s. It is back on the free tier.") % {"project": project.name}
+        return finish(request, message, redirect_to="billing:page", events=("billing-changed",))
+    return render_page(request, "billing/unlink.html", {"account": account, "project": project})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def move(request: HttpRequest, account_id: str, project_id: str) -> HttpResponse:
+    account = get_account_for_user(request.user, account_id)
+    project = get_linked_project_for_user(request.user, account, project_id)
+    others = [a for a in _accounts_for(request.user) if a.pk != account.pk]
+    form = MoveProjectForm(request.POST if request.method == "POST" else None, accounts=others)
+    if request.method == "POST" and form.is_valid():
+        target = form.cleaned_data["account"]
+        link_project(project, target, by=request.user)
+        message = _("%(project)s now bills to %(account)s.") % {"project": project.name, "account": target.display_name}
+        return finish(request, message, redirect_to="billing:page", events=("billing-changed",))
+    context = {"account": account, "project": project, "form": form, "others": others}
+    return render_page(request, "billing/move.html", context, status=422 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def add_payment_method(request: HttpRequest) -> HttpResponse:
+    profile = PaymentsProfile.objects.filter(owner=request.user).first()
+    if profile is None:
+        return redirect("billing:setup")
+    form = CardForm(request.POST if request.method == "POST" else None)
+    error = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            add_card(
+                profile,
+                number=data["number"],
+                exp_month=data["exp_month"],
+                exp_year=data["exp_year"],
+                cvc=data["cvc"],
+                brand=data["brand"],
+                by=request.user,
+            )
+        except PaymentError as declined:
+            error = declined.reason
+        else:
+            return finish(request, _("Payment method added."), redirect_to="billing:page", events=("billing-changed",))
+    status = 422 if form.errors or error else 200
+    return render_page(request, "billing/add_payment_method.html", {"form": form, "error": error}, status=status)
+
+
+@login_required
+@require_POST
+def make_primary_method(request: HttpRequest, account_id: str, method_id: int) -> HttpResponse:
+    account = get_account_for_user(request.user, account_id)
+    method = get_payment_method_for_user(request.user, method_id)
+    make_primary(account, method, by=request.user)
+    message = _("%(method)s is now the primary payment method of %(account)s.") % {
+        "method": method,
+        "account": account.display_name,
+    }
+    return finish(request, message, redirect_to="billing:page", events=("billing-changed",))
+
+
+@login_required
+@require_POST
+def remove_method(request: HttpRequest, method_id: int) -> HttpResponse:
+    method = get_payment_method_for_user(request.user, method_id)
+    try:
+        remove_payment_method(method, by=request.user)
+    except BillingError as error:
+        return finish(request, str(error), redirect_to="billing:page", level=messages.ERROR)
+    return finish(request, _("Payment method removed."), redirect_to="billing:page", events=("billing-changed",))
