@@ -5,12 +5,14 @@ then times GET /api-keys/ for a user with 100 keys and the admin changelist filt
 keys, in-process through django.test.Client with production-like settings (DEBUG=False,
 persistent connections). Prints figures; it never asserts anything about timings.
 
-    .venv/bin/python bench/api_keys_page.py [--requests 200] [--warmup 20] [--profile 50] [--keep]
+    .venv/bin/python bench/api_keys_page.py [--requests 200] [--warmup 20] [--profile 50] [--extra-frames 0] [--keep]
 """
 
 import argparse
+import functools
 import os
 import platform
+import resource
 import secrets
 import shlex
 import statistics
@@ -154,20 +156,28 @@ def query_count(client, url: str) -> int:
     return len(queries)
 
 
-def time_requests(client, url: str, *, warmup: int, requests: int) -> tuple[list[float], list[float]]:
-    """Wall-clock and this process's CPU milliseconds per request, after `warmup` untimed requests.
+def call_deeper(frames: int, fn):
+    """fn(), called `frames` Python frames further down the stack (see README.md, "Call depth")."""
+    return call_deeper(frames - 1, fn) if frames > 0 else fn()
 
-    CPU time leaves out PostgreSQL and other processes, so it is steadier on a busy machine.
+
+def time_requests(get, *, warmup: int, requests: int) -> tuple[list[float], list[float], float]:
+    """Time `get()` after `warmup` untimed calls.
+
+    Returns wall-clock and CPU milliseconds per call, and the minor page faults per call. CPU time
+    is this process only (not PostgreSQL), so it is steadier on a busy machine.
     """
     for _ in range(warmup):
-        client.get(url)
+        get()
     wall, cpu = [], []
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(requests):
         start_wall, start_cpu = time.perf_counter(), time.process_time()
-        client.get(url)
+        get()
         cpu.append((time.process_time() - start_cpu) * 1000)
         wall.append((time.perf_counter() - start_wall) * 1000)
-    return wall, cpu
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / requests
+    return wall, cpu, faults
 
 
 def check_page(client, url: str, row_marker: str, rows: int) -> None:
@@ -224,6 +234,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="timed requests per page (default 200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed requests first (default 20)")
     parser.add_argument("--profile", type=int, metavar="N", default=0, help="also cProfile N keys-page requests")
+    parser.add_argument("--extra-frames", type=int, default=0, help="make each request N frames deeper (README)")
     parser.add_argument("--keep", action="store_true", help=f"leave the {DB_NAME} database behind")
     args = parser.parse_args()
 
@@ -251,15 +262,19 @@ def main() -> None:
         print(f"\nSQL queries for /api-keys/ by the user's number of keys: {', '.join(counts)}")
 
         pages = pages_to_time()
-        print(f"\n{args.requests} timed requests per page after {args.warmup} warm-up, 100 rows each; milliseconds:")
-        print(f"{'page':<32} {'p50':>7} {'p95':>7} {'mean':>7} {'cpu p50':>8} {'queries':>8}")
+        print(f"\n{args.requests} timed requests per page after {args.warmup} warm-up, 100 rows each", end="")
+        print(f", {args.extra_frames} extra frames deep" if args.extra_frames else "", end="")
+        print("; milliseconds, and minor page faults per request:")
+        print(f"{'page':<32} {'p50':>7} {'p95':>7} {'mean':>7} {'cpu p50':>8} {'faults':>7} {'queries':>8}")
         for label, email, url, row_marker in pages:
             client = client_for(email)
             check_page(client, url, row_marker, 100)
-            wall, cpu = time_requests(client, url, warmup=args.warmup, requests=args.requests)
+            get = functools.partial(call_deeper, args.extra_frames, functools.partial(client.get, url))
+            wall, cpu, faults = time_requests(get, warmup=args.warmup, requests=args.requests)
             p50, mean, cpu_p50 = statistics.median(wall), statistics.fmean(wall), statistics.median(cpu)
             p95 = statistics.quantiles(wall, n=20, method="inclusive")[-1]
-            print(f"{label:<32} {p50:7.2f} {p95:7.2f} {mean:7.2f} {cpu_p50:8.2f} {query_count(client, url):8d}")
+            queries = query_count(client, url)
+            print(f"{label:<32} {p50:7.2f} {p95:7.2f} {mean:7.2f} {cpu_p50:8.2f} {faults:7.0f} {queries:8d}")
         for label, _, url, _ in pages:
             print(f"  {label}: GET {url}")
 

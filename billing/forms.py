@@ -120,13 +120,20 @@ def _year_choices():
     return [("", _("Year")), *[(str(y), str(y)) for y in range(this_year, this_year + 21)]]
 
 
+class UnechoedTextInput(forms.TextInput):
+    """A visible input whose value is never written back into a page (card numbers)."""
+
+    def format_value(self, value):
+        return None
+
+
 class CardForm(forms.Form):
     """Card details. The number and CVC are never re-displayed, stored or logged."""
 
     number = forms.CharField(
         label=_("Card number"),
         max_length=23,
-        widget=forms.TextInput(attrs={"autocomplete": "cc-number", "inputmode": "numeric"}),
+        widget=UnechoedTextInput(attrs={"autocomplete": "cc-number", "inputmode": "numeric"}),
     )
     exp_month = forms.TypedChoiceField(label=_("Expiry month"), coerce=int)
     exp_year = forms.TypedChoiceField(label=_("Expiry year"), coerce=int)

@@ -26,17 +26,21 @@ def _lock(account: BillingAccount) -> BillingAccount:
     return BillingAccount.objects.select_for_update().get(pk=account.pk)
 
 
-def credits_with_remaining(account: BillingAccount):
-    """The account's credits, each annotated with `remaining` (a sum of its entries)."""
+def credits_with_remaining(account: BillingAccount) -> list[Credit]:
+    """The account's credits, oldest first, each with `remaining` (the sum of its entries)."""
     return credits_with_remaining_for_accounts([account])
 
 
-def credits_with_remaining_for_accounts(accounts):
-    return (
+def credits_with_remaining_for_accounts(accounts) -> list[Credit]:
+    credits = list(
         Credit.objects.filter(account__in=accounts)
         .annotate(remaining=Coalesce(Sum("entries__amount"), Value(ZERO)))
         .order_by("granted_at", "pk")
     )
+    for credit in credits:
+        # SQLite sums decimals as floats; PostgreSQL is exact. Both agree to the micro-dollar.
+        credit.remaining = round_money(credit.remaining)
+    return credits
 
 
 def recent_entries_for_accounts(accounts, *, limit: int):
@@ -159,5 +163,5 @@ def balances_for_accounts(accounts, *, at=None) -> dict[int, Balances]:
         )
         .order_by()
     )
-    found = {row.pop("account_id"): Balances(**row) for row in rows}
+    found = {row.pop("account_id"): Balances(**{k: round_money(v) for k, v in row.items()}) for row in rows}
     return {account.pk: found.get(account.pk, Balances(ZERO, ZERO, ZERO)) for account in accounts}

@@ -39,3 +39,48 @@ def add_member(project, user, role, *, imported=True) -> Membership:
 def make_key(project, *, name=None, created_by=None):
     """Returns (key, raw secret)."""
     return ApiKey.issue(project=project, name=name or f"Key {next(_sequence)}", created_by=created_by)
+
+
+def make_profile(user, *, country="US", **fields):
+    from billing.models import Country, PaymentsProfile
+
+    defaults = {
+        "profile_type": "individual",
+        "name": "Ada Lovelace",
+        "address_line1": "1 Analytical Way",
+        "city": "London",
+        "postal_code": "N1 9GU",
+        "email": user.email,
+        "phone": "+44 20 7946 0000",
+    }
+    return PaymentsProfile.objects.create(owner=user, country=Country.objects.get(code=country), **{**defaults, **fields})
+
+
+def make_card(profile, *, last4="4242", kind="card", brand="visa"):
+    from billing.models import PaymentMethod
+
+    return PaymentMethod.objects.create(
+        profile=profile, kind=kind, brand=brand, last4=last4, exp_month=12, exp_year=2099, processor_token=f"tok_{last4}"
+    )
+
+
+def make_account(user, *, country="US", name=None, prepayment_due=False, projects=()):
+    """A billing account administered by `user` (with a profile and card), linked to `projects`."""
+    from billing.models import BillingAccount, BillingAdministrator, PaymentsProfile, PrepaymentStatus
+    from billing.services import link_project
+
+    profile = PaymentsProfile.objects.filter(owner=user).first() or make_profile(user, country=country)
+    method = profile.payment_methods.first() or make_card(profile)
+    account = BillingAccount.objects.create(
+        display_name=name or f"Account {next(_sequence)}",
+        country_id=country,
+        payments_profile=profile,
+        primary_payment_method=method,
+        created_by=user,
+        prepayment_status=PrepaymentStatus.REQUIRED if prepayment_due else PrepaymentStatus.NOT_REQUIRED,
+        prepayment_amount=10 if prepayment_due else None,
+    )
+    BillingAdministrator.objects.create(account=account, user=user)
+    for project in projects:
+        link_project(project, account, by=user)
+    return account
