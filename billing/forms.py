@@ -61,8 +61,8 @@ class SelectAccountForm(forms.Form):
             *[(a.account_id, f"{a.display_name} ({a.account_id})") for a in accounts],
             (NEW_ACCOUNT, _("Add new billing account")),
         ]
-        if len(accounts) == 1:  # R9: with exactly one account it is selected automatically
-            self.fields["account"].initial = accounts[0].account_id
+        if len(accounts) == 1 and "account" not in self.initial:
+            self.initial["account"] = accounts[0].account_id  # R9: exactly one account is selected automatically
 
     def clean_account(self):
         value = self.cleaned_data["account"]

@@ -9,8 +9,7 @@ from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum, Value, Window
-from django.db.models.functions import RowNumber
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from billing.models import BillingAccount, Credit, CreditKind, EntryKind, LedgerEntry

@@ -21,6 +21,18 @@ def _needs_postgres(request):
 
 
 @pytest.fixture(autouse=True)
+def _reference_data(request):
+    """Transactional tests flush the database, migration-seeded rows included: put them back."""
+    marker = request.node.get_closest_marker("django_db")
+    if "live_server" in request.fixturenames or (marker and marker.kwargs.get("transaction")):
+        request.getfixturevalue("transactional_db")
+        from billing import reference_data
+        from billing.models import Country, PrepaymentMethodRule
+
+        reference_data.load(Country, PrepaymentMethodRule)
+
+
+@pytest.fixture(autouse=True)
 def _fast_and_isolated(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

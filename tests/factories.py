@@ -53,14 +53,22 @@ def make_profile(user, *, country="US", **fields):
         "email": user.email,
         "phone": "+44 20 7946 0000",
     }
-    return PaymentsProfile.objects.create(owner=user, country=Country.objects.get(code=country), **{**defaults, **fields})
+    return PaymentsProfile.objects.create(
+        owner=user, country=Country.objects.get(code=country), **{**defaults, **fields}
+    )
 
 
 def make_card(profile, *, last4="4242", kind="card", brand="visa"):
     from billing.models import PaymentMethod
 
     return PaymentMethod.objects.create(
-        profile=profile, kind=kind, brand=brand, last4=last4, exp_month=12, exp_year=2099, processor_token=f"tok_{last4}"
+        profile=profile,
+        kind=kind,
+        brand=brand,
+        last4=last4,
+        exp_month=12,
+        exp_year=2099,
+        processor_token=f"tok_{last4}",
     )
 
 

@@ -107,11 +107,8 @@ def step_account(request: HttpRequest, setup_id) -> HttpResponse:
         accounts = list(
             BillingAccount.objects.administered_by(request.user).select_related("country").order_by("created_at")
         )
-        form = SelectAccountForm(
-            data,
-            accounts=accounts,
-            initial={"account": session.selected_account and session.selected_account.account_id},
-        )
+        initial = {"account": session.selected_account.account_id} if session.selected_account else {}
+        form = SelectAccountForm(data, accounts=accounts, initial=initial)
         if data is not None and form.is_valid():
             account = form.cleaned_data["account"]
             if account is None:  # "Add new billing account": continue at the details step (R9)

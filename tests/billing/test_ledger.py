@@ -50,8 +50,12 @@ def test_charge_beyond_credits_is_owed(account):
 def test_charge_order_welcome_then_promotional_by_expiry_then_prepayment(account, owner):
     now = timezone.now()
     prepayment = ledger.grant_credit(account, kind=CreditKind.PREPAYMENT, amount=D("10"))
-    late_promo = ledger.grant_credit(account, kind=CreditKind.PROMOTIONAL, amount=D("10"), expires_at=now + timedelta(days=30))
-    goodwill = ledger.grant_credit(account, kind=CreditKind.GOODWILL, amount=D("10"), expires_at=now + timedelta(days=5))
+    late_promo = ledger.grant_credit(
+        account, kind=CreditKind.PROMOTIONAL, amount=D("10"), expires_at=now + timedelta(days=30)
+    )
+    goodwill = ledger.grant_credit(
+        account, kind=CreditKind.GOODWILL, amount=D("10"), expires_at=now + timedelta(days=5)
+    )
     welcome = ledger.grant_credit(
         account, kind=CreditKind.WELCOME, amount=D("10"), expires_at=now + timedelta(days=90), welcome_for=owner
     )
@@ -59,11 +63,22 @@ def test_charge_order_welcome_then_promotional_by_expiry_then_prepayment(account
     entries = ledger.record_usage_charge(account, amount=D("35"), description="usage", idempotency_key="c1")
 
     applied = [(e.credit_id, e.amount) for e in entries if e.kind == EntryKind.CREDIT_APPLICATION]
-    assert applied == [(welcome.pk, D("-10")), (goodwill.pk, D("-10")), (late_promo.pk, D("-10")), (prepayment.pk, D("-5"))]
+    assert applied == [
+        (welcome.pk, D("-10")),
+        (goodwill.pk, D("-10")),
+        (late_promo.pk, D("-10")),
+        (prepayment.pk, D("-5")),
+    ]
 
 
 def test_expired_credit_is_not_used(account, owner):
-    ledger.grant_credit(account, kind=CreditKind.WELCOME, amount=D("300"), expires_at=timezone.now() - timedelta(seconds=1), welcome_for=owner)
+    ledger.grant_credit(
+        account,
+        kind=CreditKind.WELCOME,
+        amount=D("300"),
+        expires_at=timezone.now() - timedelta(seconds=1),
+        welcome_for=owner,
+    )
 
     ledger.record_usage_charge(account, amount=D("3"), description="usage", idempotency_key="c1")
 
@@ -130,7 +145,12 @@ def test_postgres_refuses_updates_and_deletes_of_ledger_rows(account):
 amounts = st.decimals(min_value=D("0.000001"), max_value=D("500"), places=6)
 operations = st.lists(
     st.one_of(
-        st.tuples(st.just("grant"), st.sampled_from([CreditKind.PROMOTIONAL, CreditKind.GOODWILL, CreditKind.PREPAYMENT]), amounts, st.integers(-5, 60)),
+        st.tuples(
+            st.just("grant"),
+            st.sampled_from([CreditKind.PROMOTIONAL, CreditKind.GOODWILL, CreditKind.PREPAYMENT]),
+            amounts,
+            st.integers(-5, 60),
+        ),
         st.tuples(st.just("charge"), st.none(), amounts, st.none()),
     ),
     min_size=1,
