@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from billing.models.countries import Country
 
@@ -95,7 +96,7 @@ class AccountStatus(models.TextChoices):
 class PrepaymentStatus(models.TextChoices):
     NOT_REQUIRED = "not_required", _("Not required")
     REQUIRED = "required", _("Required")
-    PAID = "paid", _("Paid")
+    PAID = "paid", pgettext_lazy("prepayment", "Paid")
 
 
 class BillingAccountQuerySet(models.QuerySet):
