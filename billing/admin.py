@@ -1,6 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
+from billing import payments
 from billing.models import (
     BillingAccount,
     BillingAdministrator,
@@ -9,10 +10,15 @@ from billing.models import (
     LedgerEntry,
     PaymentMethod,
     PaymentsProfile,
+    Prepayment,
     PrepaymentMethodRule,
     ProjectBilling,
+    RefundRequest,
     SetupSession,
+    TierChange,
+    TierRule,
 )
+from billing.services import BillingError
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -145,3 +151,82 @@ class SetupSessionAdmin(ReadOnlyAdmin):
 
 
 admin.site.site_header = _("Studio Console administration")
+
+
+@admin.register(Prepayment)
+class PrepaymentAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "account", "amount", "status", "by_bank_transfer", "processor_reference", "settled_at"]
+    list_filter = ["status", "by_bank_transfer"]
+    search_fields = ["account__account_id", "processor_reference", "id"]
+    list_select_related = ["account"]
+    actions = ["confirm_transfer", "fail_transfer"]
+
+    def has_change_permission(self, request, obj=None):
+        # Read-only fields, but the list actions below need the change permission.
+        return request.user.has_perm("billing.change_prepayment")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.action(description=_("Confirm bank transfer received"))
+    def confirm_transfer(self, request, queryset):
+        self._each(request, queryset, payments.confirm_bank_transfer, _("Confirmed %(count)d transfer(s)."))
+
+    @admin.action(description=_("Mark bank transfer as not received"))
+    def fail_transfer(self, request, queryset):
+        self._each(request, queryset, payments.fail_bank_transfer, _("Marked %(count)d transfer(s) as failed."))
+
+    def _each(self, request, queryset, action, message):
+        done = 0
+        for prepayment in queryset:
+            try:
+                action(prepayment, by=request.user)
+                done += 1
+            except BillingError as error:
+                self.message_user(request, f"{prepayment}: {error}", level=messages.ERROR)
+        self.message_user(request, message % {"count": done})
+
+
+@admin.register(RefundRequest)
+class RefundRequestAdmin(admin.ModelAdmin):
+    list_display = ["requested_at", "account", "amount", "status", "requested_by", "reviewed_by", "reviewed_at"]
+    list_filter = ["status"]
+    search_fields = ["account__account_id", "requested_by__email"]
+    list_select_related = ["account", "requested_by", "reviewed_by"]
+    readonly_fields = ["account", "amount", "reason", "status", "requested_by", "requested_at", "reviewed_by", "reviewed_at"]
+    fields = [*readonly_fields, "review_note"]
+    actions = ["approve", "reject"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description=_("Approve and refund"))
+    def approve(self, request, queryset):
+        for refund in queryset:
+            try:
+                payments.approve_refund(refund, by=request.user, note=refund.review_note)
+            except BillingError as error:
+                self.message_user(request, f"{refund}: {error}", level=messages.ERROR)
+        self.message_user(request, _("Reviewed the selected refund requests."))
+
+    @admin.action(description=_("Reject"))
+    def reject(self, request, queryset):
+        for refund in queryset:
+            payments.reject_refund(refund, by=request.user, note=refund.review_note or _("Rejected by staff"))
+        self.message_user(request, _("Reviewed the selected refund requests."))
+
+
+@admin.register(TierRule)
+class TierRuleAdmin(admin.ModelAdmin):
+    list_display = ["tier", "min_total_spend", "min_days_since_first_payment"]
+
+
+@admin.register(TierChange)
+class TierChangeAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "project", "from_tier", "to_tier", "reason", "actor"]
+    list_filter = ["to_tier"]
+    search_fields = ["project__project_id", "project__name"]
+    list_select_related = ["project", "actor"]

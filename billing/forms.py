@@ -1,6 +1,8 @@
 from datetime import date
+from decimal import Decimal
 
 from django import forms
+from django.core.validators import MinValueValidator
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -187,3 +189,34 @@ class MoveProjectForm(forms.Form):
 
     def clean_account(self):
         return self.accounts[self.cleaned_data["account"]]
+
+
+BANK_TRANSFER = "bank_transfer"
+
+
+class PrepaymentForm(forms.Form):
+    attempt = forms.UUIDField(widget=forms.HiddenInput)
+    amount = forms.DecimalField(label=_("Amount (USD)"), max_digits=10, decimal_places=2)
+    method = forms.ChoiceField(label=_("Pay with"), widget=forms.RadioSelect)
+
+    def __init__(self, *args, account, methods, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.account = account
+        self.methods = {str(m.pk): m for m in methods}
+        self.fields["amount"].validators.append(MinValueValidator(account.prepayment_amount))
+        self.fields["amount"].widget.attrs["min"] = account.prepayment_amount
+        self.fields["method"].choices = [
+            *[(str(m.pk), str(m)) for m in methods],
+            (BANK_TRANSFER, _("Bank transfer (pending until the money arrives)")),
+        ]
+        if account.primary_payment_method_id and str(account.primary_payment_method_id) in self.methods:
+            self.fields["method"].initial = str(account.primary_payment_method_id)
+
+    def clean_method(self):
+        value = self.cleaned_data["method"]
+        return None if value == BANK_TRANSFER else self.methods[value]
+
+
+class RefundForm(forms.Form):
+    amount = forms.DecimalField(label=_("Amount (USD)"), max_digits=10, decimal_places=2, min_value=Decimal("0.01"))
+    reason = forms.CharField(label=_("Reason"), widget=forms.Textarea(attrs={"rows": 3}), max_length=1000, required=False)

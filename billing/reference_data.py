@@ -32,3 +32,12 @@ def load(Country, PrepaymentMethodRule):
     )
     for kind, amount in PREPAYMENT_METHOD_KINDS.items():
         PrepaymentMethodRule.objects.get_or_create(payment_method_kind=kind, defaults={"amount": amount})
+
+
+# R17 defaults (facts.md): Tier 2 and Tier 3 by total spend and days since the first payment.
+TIER_RULES = {"tier_2": (Decimal("250.00"), 30), "tier_3": (Decimal("1000.00"), 30)}
+
+
+def load_tier_rules(TierRule):  # noqa: N803 - model class
+    for tier, (spend, days) in TIER_RULES.items():
+        TierRule.objects.get_or_create(tier=tier, defaults={"min_total_spend": spend, "min_days_since_first_payment": days})

@@ -12,8 +12,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
-from billing import ledger
+from billing import emails, ledger, tiers
 from billing.models import (
     BillingAccount,
     BillingAdministrator,
@@ -70,13 +71,11 @@ def required_prepayment(account: BillingAccount) -> PrepaymentDecision:
 
 
 def project_state_for(account: BillingAccount) -> tuple[str, str]:
-    """(tier, billing state) for a project linked to `account`.
-
-    Tier 1 once billing is in good standing; Tier 2 and 3 come from tier evaluation (R17).
-    """
+    """(tier, billing state) for a project linked to `account`: Action required while the
+    prepayment is outstanding, otherwise the tier the account qualifies for (R17, R18)."""
     if account.prepayment_outstanding:
         return Tier.FREE, BillingState.PREPAYMENT_DUE
-    return Tier.TIER_1, BillingState.ACTIVE
+    return tiers.eligible_tier(account), BillingState.ACTIVE
 
 
 # Linking (R18)
@@ -86,24 +85,6 @@ def writable_projects(user):
     return Project.objects.imported_by(user, roles=WRITE_ROLES)
 
 
-def _set_project_state(project: Project, tier: str, billing_state: str, *, by, reason: str):
-    locked = Project.objects.select_for_update().get(pk=project.pk)
-    before = {"tier": locked.tier, "billing_state": locked.billing_state}
-    locked.tier, locked.billing_state = tier, billing_state
-    if tier in (Tier.FREE, Tier.TIER_3):
-        locked.upgrade_available = False
-    locked.save(update_fields=["tier", "billing_state", "upgrade_available"])
-    project.tier, project.billing_state, project.upgrade_available = tier, billing_state, locked.upgrade_available
-    AuditEvent.record(
-        actor=by,
-        action="project.tier",
-        obj=locked,
-        before=before,
-        after={"tier": tier, "billing_state": billing_state},
-        reason=reason,
-    )
-
-
 def link_project(project: Project, account: BillingAccount, *, by) -> ProjectBilling:
     """Link (or move) a project to `account` and re-evaluate its tier."""
     with transaction.atomic():
@@ -111,7 +92,7 @@ def link_project(project: Project, account: BillingAccount, *, by) -> ProjectBil
             project=project, defaults={"account": account, "linked_by": by, "linked_at": timezone.now()}
         )
         AuditEvent.record(actor=by, action="project.billing_link", obj=project, after={"account": account.account_id})
-        _set_project_state(project, *project_state_for(account), by=by, reason="billing account linked")
+        tiers.set_project_tier(project, *project_state_for(account), by=by, reason=gettext_noop("Billing account linked"))
     return link
 
 
@@ -121,7 +102,9 @@ def unlink_project(project: Project, *, by):
         deleted, _ = ProjectBilling.objects.filter(project=project).delete()
         if deleted:
             AuditEvent.record(actor=by, action="project.billing_unlink", obj=project)
-            _set_project_state(project, Tier.FREE, BillingState.NONE, by=by, reason="billing account unlinked")
+            tiers.set_project_tier(
+                project, Tier.FREE, BillingState.NONE, by=by, reason=gettext_noop("Billing account unlinked")
+            )
 
 
 # Payments profile and payment methods
@@ -260,6 +243,7 @@ def _create_account(session: SetupSession) -> BillingAccount:
     if decision.amount is not None:
         account.prepayment_status, account.prepayment_amount = PrepaymentStatus.REQUIRED, decision.amount
         account.save(update_fields=["prepayment_status", "prepayment_amount"])
+        transaction.on_commit(lambda: emails.prepayment_required(account, decision))
     AuditEvent.record(
         actor=user,
         action="billing_account.create",

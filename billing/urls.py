@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing.views import accounts, setup
+from billing.views import accounts, prepayment, setup, tiers
 
 app_name = "billing"
 urlpatterns = [
@@ -20,6 +20,17 @@ urlpatterns = [
         accounts.make_primary_method,
         name="make-primary",
     ),
+    path("prepayment/", prepayment.prepayment_for_project, name="prepayment-for-project"),
+    path("accounts/<str:account_id>/prepayment/", prepayment.prepayment, name="prepayment"),
+    path(
+        "accounts/<str:account_id>/prepayment/<uuid:attempt_id>/",
+        prepayment.prepayment_attempt,
+        name="prepayment-attempt",
+    ),
+    path("accounts/<str:account_id>/notice/dismiss/", prepayment.dismiss_notice, name="dismiss-notice"),
+    path("accounts/<str:account_id>/refund/", prepayment.refund, name="refund"),
+    path("projects/<str:project_id>/upgrade/", tiers.upgrade, name="upgrade"),
+    path("projects/<str:project_id>/tier/", tiers.tier_progress, name="tier-progress"),
     path("payment-methods/add/", accounts.add_payment_method, name="add-payment-method"),
     path("payment-methods/<int:method_id>/remove/", accounts.remove_method, name="remove-payment-method"),
 ]

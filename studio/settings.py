@@ -70,6 +70,7 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "billing.context_processors.prepayment_notice",
             ],
         },
     },
@@ -176,6 +177,8 @@ if not DEBUG:
 
 # Billing (SPEC §3.3–3.4, §8). The processor is the built-in test one unless set otherwise.
 PAYMENT_PROCESSOR = env("PAYMENT_PROCESSOR", default="billing.processor.TestProcessor")
+# The test processor's card that is charged but whose answer never arrives (to be reconciled).
+TEST_PROCESSOR_TIMEOUT_CARD = env("TEST_PROCESSOR_TIMEOUT_CARD", default="4000000000000077")
 WELCOME_CREDIT_AMOUNT = Decimal(env("WELCOME_CREDIT_AMOUNT", default="300"))
 WELCOME_CREDIT_DAYS = env.int("WELCOME_CREDIT_DAYS", default=90)
 PREPAYMENT_DEFAULT_AMOUNT = Decimal(env("PREPAYMENT_DEFAULT_AMOUNT", default="10"))

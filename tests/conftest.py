@@ -27,9 +27,10 @@ def _reference_data(request):
     if "live_server" in request.fixturenames or (marker and marker.kwargs.get("transaction")):
         request.getfixturevalue("transactional_db")
         from billing import reference_data
-        from billing.models import Country, PrepaymentMethodRule
+        from billing.models import Country, PrepaymentMethodRule, TierRule
 
         reference_data.load(Country, PrepaymentMethodRule)
+        reference_data.load_tier_rules(TierRule)
 
 
 @pytest.fixture(autouse=True)

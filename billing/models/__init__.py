@@ -12,6 +12,15 @@ from billing.models.accounts import (
 )
 from billing.models.countries import Country
 from billing.models.ledger import Credit, CreditKind, EntryKind, LedgerEntry
+from billing.models.prepayments import (
+    PaymentStatus,
+    Prepayment,
+    RefundRequest,
+    RefundStatus,
+    TierChange,
+    TierRule,
+)
+from billing.models.test_processor import TestProcessorCharge, TestProcessorToken
 from billing.models.wizard import SetupSession
 
 __all__ = [
@@ -30,5 +39,13 @@ __all__ = [
     "PrepaymentStatus",
     "ProfileType",
     "ProjectBilling",
+    "PaymentStatus",
+    "Prepayment",
+    "RefundRequest",
+    "RefundStatus",
     "SetupSession",
+    "TestProcessorCharge",
+    "TestProcessorToken",
+    "TierChange",
+    "TierRule",
 ]

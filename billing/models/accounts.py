@@ -143,6 +143,8 @@ class BillingAdministrator(models.Model):
     account = models.ForeignKey(BillingAccount, on_delete=models.CASCADE, related_name="administrators")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="billing_roles")
     added_at = models.DateTimeField(default=timezone.now)
+    # R12: the prepayment dialog shows on every page until this administrator dismisses it.
+    prepayment_notice_dismissed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("billing administrator")

@@ -8,7 +8,7 @@ from tests.factories import add_member, make_key, make_project
 
 def row_names(response):
     """The key names of the table rows, in order."""
-    return re.findall(r'<td ><a href="/api-keys/\d+/">([^<]+)</a>', response.content.decode())
+    return re.findall(r'<td\s*><a href="/api-keys/\d+/">([^<]+)</a>', response.content.decode())
 
 
 def test_list_requires_sign_in(client):
@@ -45,12 +45,12 @@ def test_list_query_count_does_not_grow_with_rows(client_for, owner, django_asse
     client = client_for(owner)
     project = make_project(owner)
     make_key(project, name="one")
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):  # + the prepayment notice (billing context processor)
         assert len(row_names(client.get("/api-keys/"))) == 1
 
     for name in ("two", "three"):
         make_key(make_project(owner, tier=Tier.TIER_2, upgrade_available=True), name=name)
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):  # + the prepayment notice (billing context processor)
         assert len(row_names(client.get("/api-keys/"))) == 3
 
 
@@ -105,19 +105,27 @@ def test_history_restore_gets_the_whole_page(client_for, owner, key):
             '<span class="badge">Free</span> <a class="tier-action" href="/billing/setup/?project={pid}">'
             "Set up billing</a>",
         ),
-        (Tier.FREE, BillingState.PREPAYMENT_DUE, False, '<span class="badge warning">Action required</span>'),
+        (
+            Tier.FREE,
+            BillingState.PREPAYMENT_DUE,
+            False,
+            '<a class="badge warning" href="/billing/prepayment/?project={pid}" '
+            'hx-get="/billing/prepayment/?project={pid}" hx-target="#modal">Action required</a>',
+        ),
         (Tier.TIER_1, BillingState.ACTIVE, False, '<span class="badge paid">Tier 1</span>\n</span>'),
         (
             Tier.TIER_1,
             BillingState.ACTIVE,
             True,
-            '<span class="badge paid">Tier 1</span> <span class="badge upgrade">Upgrade</span>',
+            '<span class="badge paid">Tier 1</span> <a class="badge upgrade" href="/billing/projects/{pid}/upgrade/" '
+            'hx-get="/billing/projects/{pid}/upgrade/" hx-target="#modal">Upgrade</a>',
         ),
         (
             Tier.TIER_2,
             BillingState.ACTIVE,
             True,
-            '<span class="badge paid">Tier 2</span> <span class="badge upgrade">Upgrade</span>',
+            '<span class="badge paid">Tier 2</span> <a class="badge upgrade" href="/billing/projects/{pid}/upgrade/" '
+            'hx-get="/billing/projects/{pid}/upgrade/" hx-target="#modal">Upgrade</a>',
         ),
         (Tier.TIER_3, BillingState.ACTIVE, False, '<span class="badge paid">Tier 3</span>\n</span>'),
     ],
@@ -141,7 +149,7 @@ def test_plan_column_and_paid_terms_statement(client_for, owner):
     make_key(make_project(owner, name="Paid one", tier=Tier.TIER_1))
     html = client.get("/api-keys/").content.decode()
     assert "your studio prompts are handled under the paid-services terms" in html
-    assert re.findall(r"<td >(Free|Paid)\n</td>", html) == ["Paid", "Free"]
+    assert re.findall(r"<td>(Free|Paid)\n</td>", html) == ["Paid", "Free"]
 
 
 def test_viewer_sees_keys_without_write_actions(client_for, viewer, key):
@@ -328,3 +336,33 @@ def test_forms_need_csrf(owner, key):
     assert client.post(f"/api-keys/{key.pk}/revoke/").status_code == 403
     key.refresh_from_db()
     assert key.revoked_at is None
+
+
+def test_table_rows_have_one_cell_per_column(client_for, owner, key):
+    html = client_for(owner).get("/api-keys/").content.decode()
+
+    head = html[html.index("<thead") : html.index("</thead>")]
+    row = html[html.index("<tbody") : html.index("</tr>", html.index("<tbody"))]
+    assert len(re.findall(r"<th[ >]", head)) == row.count("<td") == 7
+
+
+@pytest.mark.parametrize(
+    ("tier", "billing_state", "upgrade"),
+    [
+        (Tier.FREE, BillingState.NONE, False),
+        (Tier.FREE, BillingState.PREPAYMENT_DUE, False),
+        (Tier.TIER_1, BillingState.ACTIVE, True),
+        (Tier.TIER_3, BillingState.ACTIVE, False),
+    ],
+)
+def test_table_quota_cell_matches_the_shared_include(client_for, owner, tier, billing_state, upgrade):
+    from django.template.loader import render_to_string
+
+    project = make_project(owner, tier=tier, billing_state=billing_state, upgrade_available=upgrade)
+    make_key(project)
+
+    html = client_for(owner).get("/api-keys/").content.decode()
+
+    in_table = re.search(r'<span class="quota-tier".*?</span>\n</td>', html, re.S).group(0).removesuffix("\n</td>")
+    shared = render_to_string("studio/includes/quota_tier.html", {"project": project}).strip()
+    assert " ".join(in_table.split()) == " ".join(shared.split())

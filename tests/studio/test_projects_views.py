@@ -92,9 +92,9 @@ def test_imported_project_can_then_get_keys(client_for, owner):
 def test_import_list_query_count_does_not_grow_with_rows(client_for, owner, django_assert_num_queries):
     client = client_for(owner)
     importable(owner, "One")
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(4):  # session, user, prepayment notice, projects
         assert len(listed(client.get("/projects/import/"))) == 1
 
     importable(owner, "Two", "Three")
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(4):  # session, user, prepayment notice, projects
         assert len(listed(client.get("/projects/import/"))) == 3

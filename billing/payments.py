@@ -1,0 +1,246 @@
+"""The one-time prepayment (R13–R15), its reconciliation, and prepayment refunds (R16).
+
+The processor is called outside database transactions (no lock is held across the network);
+a Prepayment row created first, keyed by the attempt id, makes every repeat of one attempt
+find that row instead of charging again.
+"""
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+
+from billing import emails, ledger, tiers
+from billing.models import (
+    BillingAccount,
+    CreditKind,
+    EntryKind,
+    LedgerEntry,
+    PaymentMethod,
+    PaymentStatus,
+    Prepayment,
+    PrepaymentStatus,
+    ProjectBilling,
+    RefundRequest,
+    RefundStatus,
+)
+from billing.processor import PaymentError, ProcessorTimeout, get_processor
+from billing.services import BillingError
+from studio.models import ActorKind, AuditEvent, BillingState
+
+log = logging.getLogger(__name__)
+# A PROCESSING attempt older than this lost its answer (a crash mid-call): reconcile it.
+STALE_AFTER = timedelta(minutes=5)
+
+
+def pay_prepayment(
+    account: BillingAccount,
+    *,
+    attempt_id,
+    amount: Decimal,
+    by,
+    payment_method: PaymentMethod | None = None,
+    bank_transfer: bool = False,
+) -> Prepayment:
+    """Pay the outstanding prepayment of `account` once, whatever happens around it.
+
+    Effects: a Prepayment row for the attempt; one charge at the processor; on success the
+    whole amount as a prepayment credit, the account's prepayment marked paid, every linked
+    project on its tier, a confirmation e-mail. Repeats of one attempt (double click, retry,
+    two tabs, concurrent requests) return the same Prepayment and charge nothing more.
+    """
+    if bank_transfer == (payment_method is not None):
+        raise BillingError(_("Choose one payment method."))
+    with transaction.atomic():
+        locked = BillingAccount.objects.select_for_update().get(pk=account.pk)
+        existing = Prepayment.objects.filter(pk=attempt_id).first()
+        if existing is not None:
+            if existing.account_id != account.pk:
+                raise BillingError(_("This payment belongs to another account."))
+            return existing
+        if not locked.prepayment_outstanding:
+            raise BillingError(_("No prepayment is due on this account."))
+        if amount < locked.prepayment_amount:
+            raise BillingError(_("The amount must be at least USD %(amount)s.") % {"amount": locked.prepayment_amount})
+        if Prepayment.objects.filter(account=locked, status__in=[PaymentStatus.PENDING, PaymentStatus.UNKNOWN, PaymentStatus.PROCESSING]).exists():
+            raise BillingError(_("A prepayment for this account is already being processed."))
+        try:
+            with transaction.atomic():
+                prepayment = Prepayment.objects.create(
+                    id=attempt_id,
+                    account=locked,
+                    amount=amount,
+                    payment_method=payment_method,
+                    by_bank_transfer=bank_transfer,
+                    created_by=by,
+                )
+        except IntegrityError:
+            return Prepayment.objects.get(pk=attempt_id)
+        AuditEvent.record(actor=by, action="prepayment.start", obj=prepayment, after={"amount": str(amount)})
+
+    processor = get_processor()
+    try:
+        if bank_transfer:
+            result = processor.start_bank_transfer(amount=amount, idempotency_key=str(prepayment.pk))
+        else:
+            result = processor.charge(token=payment_method.processor_token, amount=amount, idempotency_key=str(prepayment.pk))
+    except PaymentError as refused:
+        return _settle(prepayment, PaymentStatus.FAILED, failure_code=refused.code)
+    except ProcessorTimeout:
+        log.warning("prepayment %s: processor timed out; reconcile_payments will settle it", prepayment.pk)
+        return _settle(prepayment, PaymentStatus.UNKNOWN)
+    if result.status == "pending":
+        return _settle(prepayment, PaymentStatus.PENDING, reference=result.reference)
+    return _settle(prepayment, PaymentStatus.SUCCEEDED, reference=result.reference)
+
+
+def _settle(prepayment: Prepayment, status: str, *, reference: str = "", failure_code: str = "", by=None) -> Prepayment:
+    """Move an attempt to `status` once; a final state never changes again."""
+    with transaction.atomic():
+        account = BillingAccount.objects.select_for_update().get(pk=prepayment.account_id)
+        locked = Prepayment.objects.select_for_update().get(pk=prepayment.pk)
+        if locked.is_final:
+            return locked
+        before = locked.status
+        locked.status = status
+        locked.failure_code = failure_code
+        locked.processor_reference = reference or locked.processor_reference
+        update = ["status", "failure_code", "processor_reference"]
+        if status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
+            locked.settled_at = timezone.now()
+            update.append("settled_at")
+        if status == PaymentStatus.SUCCEEDED:
+            locked.credit = ledger.grant_credit(
+                account,
+                kind=CreditKind.PREPAYMENT,
+                amount=locked.amount,
+                source=_("One-time prepayment %(reference)s") % {"reference": locked.processor_reference},
+                by=by,
+            )
+            update.append("credit")
+            account.prepayment_status = PrepaymentStatus.PAID
+            account.save(update_fields=["prepayment_status"])
+        locked.save(update_fields=update)
+        AuditEvent.record(
+            actor=by,
+            actor_kind=ActorKind.STAFF if by else ActorKind.SYSTEM,
+            action="prepayment.settle",
+            obj=locked,
+            before={"status": before},
+            after={"status": status, "failure": failure_code},
+        )
+        if status == PaymentStatus.SUCCEEDED:
+            # R14: every linked project moves up at once, and the new limits apply to the next request.
+            for link in ProjectBilling.objects.select_related("project").filter(account=account):
+                if link.project.billing_state == BillingState.PREPAYMENT_DUE:
+                    tier, state = tiers.eligible_tier(account), BillingState.ACTIVE
+                    tiers.set_project_tier(link.project, tier, state, by=locked.created_by, reason=gettext_noop("Prepayment received"))
+            transaction.on_commit(lambda: emails.prepayment_succeeded(locked))
+    return locked
+
+
+def reconcile_payments(*, now=None) -> list[Prepayment]:
+    """Settle attempts whose outcome we do not know from the processor's own records.
+
+    Unknown (timed out) attempts, processing ones that went stale, and pending bank transfers.
+    Idempotent: settled attempts are never touched again. Returns the attempts it settled.
+    """
+    now = now or timezone.now()
+    processor = get_processor()
+    open_attempts = Prepayment.objects.filter(status__in=[PaymentStatus.UNKNOWN, PaymentStatus.PENDING]) | Prepayment.objects.filter(
+        status=PaymentStatus.PROCESSING, created_at__lt=now - STALE_AFTER
+    )
+    settled = []
+    for attempt in open_attempts.order_by("created_at"):
+        record = processor.lookup(idempotency_key=str(attempt.pk))
+        if record is None:
+            # The processor never saw it: nothing was charged.
+            settled.append(_settle(attempt, PaymentStatus.FAILED, failure_code="processing_error"))
+        elif isinstance(record, PaymentError):
+            settled.append(_settle(attempt, PaymentStatus.FAILED, failure_code=record.code))
+        elif record.status == "succeeded":
+            settled.append(_settle(attempt, PaymentStatus.SUCCEEDED, reference=record.reference))
+    return settled
+
+
+def confirm_bank_transfer(prepayment: Prepayment, *, by) -> Prepayment:
+    """Staff saw the money arrive: tell the processor, then settle from its records."""
+    if prepayment.status != PaymentStatus.PENDING:
+        raise BillingError(_("Only a pending bank transfer can be confirmed."))
+    get_processor().confirm_transfer(reference=prepayment.processor_reference)
+    return _settle(prepayment, PaymentStatus.SUCCEEDED, reference=prepayment.processor_reference, by=by)
+
+
+def fail_bank_transfer(prepayment: Prepayment, *, by) -> Prepayment:
+    if prepayment.status != PaymentStatus.PENDING:
+        raise BillingError(_("Only a pending bank transfer can be marked as failed."))
+    return _settle(prepayment, PaymentStatus.FAILED, failure_code="transfer_not_received", by=by)
+
+
+# Refunds (R16)
+
+
+def refundable(account: BillingAccount) -> Decimal:
+    """What is left of the prepayment credit, less refunds already asked for."""
+    remaining = sum((c.remaining for c in ledger.credits_with_remaining(account) if c.kind == CreditKind.PREPAYMENT), Decimal("0"))
+    pending = RefundRequest.objects.filter(account=account, status=RefundStatus.PENDING).aggregate(s=Sum("amount"))["s"]
+    return max(remaining - (pending or Decimal("0")), Decimal("0"))
+
+
+def request_refund(account: BillingAccount, *, amount: Decimal, reason: str, by) -> RefundRequest:
+    """Ask for (part of) the remaining prepayment back; staff review it. Never more than remains,
+    even with concurrent requests: the account row is locked while checking."""
+    with transaction.atomic():
+        BillingAccount.objects.select_for_update().get(pk=account.pk)
+        available = refundable(account)
+        if amount <= 0 or amount > available:
+            raise BillingError(_("You can ask for at most USD %(amount)s.") % {"amount": f"{available:.2f}"})
+        request = RefundRequest.objects.create(account=account, amount=amount, reason=reason, requested_by=by)
+        AuditEvent.record(actor=by, action="refund.request", obj=request, after={"amount": str(amount)})
+    return request
+
+
+def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundRequest:
+    """Staff approve: the amount leaves the prepayment credit (ledger REFUND entries)."""
+    with transaction.atomic():
+        BillingAccount.objects.select_for_update().get(pk=request.account_id)
+        locked = RefundRequest.objects.select_for_update().get(pk=request.pk)
+        if locked.status != RefundStatus.PENDING:
+            return locked
+        left = locked.amount
+        for credit in ledger.credits_with_remaining(locked.account):
+            if credit.kind != CreditKind.PREPAYMENT or credit.remaining <= 0 or left <= 0:
+                continue
+            taken = min(left, credit.remaining)
+            LedgerEntry.objects.create(
+                account_id=locked.account_id,
+                kind=EntryKind.REFUND,
+                amount=-taken,
+                credit=credit,
+                description=_("Prepayment refund"),
+                idempotency_key=f"refund:{locked.pk}:{credit.pk}",
+                created_by=by,
+            )
+            left -= taken
+        if left > 0:
+            raise BillingError(_("The prepayment credit no longer covers this refund."))
+        locked.status, locked.reviewed_by, locked.reviewed_at, locked.review_note = RefundStatus.REFUNDED, by, timezone.now(), note
+        locked.save(update_fields=["status", "reviewed_by", "reviewed_at", "review_note"])
+        AuditEvent.record(actor=by, actor_kind=ActorKind.STAFF, action="refund.approve", obj=locked, reason=note)
+    return locked
+
+
+def reject_refund(request: RefundRequest, *, by, note: str) -> RefundRequest:
+    with transaction.atomic():
+        locked = RefundRequest.objects.select_for_update().get(pk=request.pk)
+        if locked.status != RefundStatus.PENDING:
+            return locked
+        locked.status, locked.reviewed_by, locked.reviewed_at, locked.review_note = RefundStatus.REJECTED, by, timezone.now(), note
+        locked.save(update_fields=["status", "reviewed_by", "reviewed_at", "review_note"])
+        AuditEvent.record(actor=by, actor_kind=ActorKind.STAFF, action="refund.reject", obj=locked, reason=note)
+    return locked

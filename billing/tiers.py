@@ -1,0 +1,238 @@
+"""Tier criteria (R17), the upgrade (re-checked under lock), progress (X1) and history.
+
+The tier function is pure (`tier_for`) so that it can be tested on its own: monotonic in spend
+and in age, whatever the rules say.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import Min, Sum
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+
+from billing import ledger
+from billing.models import (
+    AccountStatus,
+    BillingAccount,
+    EntryKind,
+    LedgerEntry,
+    PaymentStatus,
+    Prepayment,
+    ProjectBilling,
+    TierChange,
+    TierRule,
+)
+from studio.models import AuditEvent, BillingState, Project, Tier
+
+ORDER = [Tier.FREE, Tier.TIER_1, Tier.TIER_2, Tier.TIER_3]
+SPEND_WINDOW = timedelta(days=30)  # the spending rate that projects when a tier unlocks
+
+
+def rank(tier: str) -> int:
+    return ORDER.index(tier)
+
+
+def tier_for(total_spend: Decimal, days_since_first_payment: int | None, rules) -> str:
+    """The highest paid tier whose every criterion is met; Tier 1 at least (billing in order)."""
+    best = Tier.TIER_1
+    for rule in rules:
+        met = (
+            total_spend > rule.min_total_spend
+            and days_since_first_payment is not None
+            and days_since_first_payment >= rule.min_days_since_first_payment
+        )
+        if met and rank(rule.tier) > rank(best):
+            best = rule.tier
+    return best
+
+
+def eligible_tier(account: BillingAccount, *, now=None) -> str:
+    """The tier a project linked to `account` qualifies for now.
+
+    "First successful payment": money that reached us from the account, the prepayment
+    included. "Total spend": all usage charged to the account, whoever paid it (credits too).
+    """
+    now = now or timezone.now()
+    if account.status != AccountStatus.ACTIVE or account.prepayment_outstanding:
+        return Tier.FREE
+    standing = standings([account], now=now)[account.pk]
+    first = standing.first_payment_at
+    return tier_for(standing.total_spend, (now - first).days if first else None, TierRule.objects.all())
+
+
+def set_project_tier(project: Project, tier: str, billing_state: str, *, by=None, reason: str) -> bool:
+    """The one writer of a project's tier: locks, records history and audit. True if it changed.
+
+    `reason` is stored in English (mark it with gettext_noop) and translated when shown.
+    """
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        before = (locked.tier, locked.billing_state)
+        if before == (tier, billing_state):
+            return False
+        locked.tier, locked.billing_state = tier, billing_state
+        if tier in (Tier.FREE, Tier.TIER_3):
+            locked.upgrade_available = False
+        locked.save(update_fields=["tier", "billing_state", "upgrade_available"])
+        if before[0] != tier:
+            TierChange.objects.create(project=locked, from_tier=before[0], to_tier=tier, reason=reason, actor=by)
+        AuditEvent.record(
+            actor=by,
+            action="project.tier",
+            obj=locked,
+            before={"tier": before[0], "billing_state": before[1]},
+            after={"tier": tier, "billing_state": billing_state},
+            reason=reason,
+        )
+    project.tier, project.billing_state, project.upgrade_available = tier, billing_state, locked.upgrade_available
+    return True
+
+
+def refresh_upgrade_flags(account: BillingAccount, *, now=None) -> None:
+    """Show **Upgrade** on exactly the projects of `account` that qualify for a higher tier."""
+    eligible = eligible_tier(account, now=now)
+    for project in Project.objects.filter(billing__account=account, billing_state=BillingState.ACTIVE):
+        available = rank(eligible) > rank(project.tier)
+        if project.upgrade_available != available:
+            Project.objects.filter(pk=project.pk).update(upgrade_available=available)
+
+
+def upgrade(project: Project, *, by, now=None) -> bool:
+    """R17: re-check the criteria under lock and move the project up one tier at once.
+
+    Returns False (and changes nothing) when the project does not qualify; the caller shows
+    `progress()` to say which criterion is unmet. Safe to call twice: the second call finds the
+    project already upgraded and does not upgrade it again unless it qualifies for yet another tier.
+    """
+    with transaction.atomic():
+        link = ProjectBilling.objects.select_for_update().select_related("account").filter(project=project).first()
+        if link is None:
+            return False
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        eligible = eligible_tier(link.account, now=now)
+        if locked.billing_state != BillingState.ACTIVE or rank(eligible) <= rank(locked.tier):
+            return False
+        next_tier = ORDER[rank(locked.tier) + 1]
+        set_project_tier(locked, next_tier, BillingState.ACTIVE, by=by, reason=gettext_noop("Upgrade requested"))
+        project.tier = next_tier
+        refresh_upgrade_flags(link.account, now=now)
+        project.refresh_from_db(fields=["upgrade_available"])
+    return True
+
+
+@dataclass(frozen=True)
+class Criterion:
+    label: str
+    current: str
+    required: str
+    met: bool
+    met_on: datetime | None  # when it is (or is expected to be) met
+
+
+@dataclass(frozen=True)
+class Progress:
+    tier: str
+    next_tier: str | None
+    criteria: list[Criterion]
+    unlocks_on: datetime | None  # None: no estimate (no spending yet) or already met
+
+    @property
+    def next_tier_label(self) -> str:
+        return Tier(self.next_tier).label if self.next_tier else ""
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the tier criteria read from a billing account."""
+
+    total_spend: Decimal
+    first_payment_at: datetime | None
+    daily_spend: Decimal  # average over the last SPEND_WINDOW
+
+
+def standings(accounts, *, now=None) -> dict[int, Standing]:
+    """Standing of several accounts in a fixed number of queries, by account pk."""
+    now = now or timezone.now()
+    balances = ledger.balances_for_accounts(accounts, at=now)
+    prepaid = dict(
+        Prepayment.objects.filter(account__in=accounts, status=PaymentStatus.SUCCEEDED)
+        .values_list("account_id")
+        .annotate(first=Min("settled_at"))
+    )
+    entries = LedgerEntry.objects.filter(account__in=accounts).values_list("account_id").order_by()
+    paid = dict(entries.filter(kind=EntryKind.PAYMENT).annotate(first=Min("created_at")))
+    recent = dict(
+        entries.filter(kind=EntryKind.USAGE_CHARGE, created_at__gte=now - SPEND_WINDOW).annotate(total=Sum("amount"))
+    )
+    result = {}
+    for account in accounts:
+        firsts = [d for d in (prepaid.get(account.pk), paid.get(account.pk)) if d is not None]
+        result[account.pk] = Standing(
+            total_spend=balances[account.pk].total_spend,
+            first_payment_at=min(firsts) if firsts else None,
+            daily_spend=Decimal(recent.get(account.pk) or 0) / SPEND_WINDOW.days,
+        )
+    return result
+
+
+def progress(project: Project, *, now=None, standing: Standing | None = None, rules=None) -> Progress:
+    """X1: each criterion of the next tier with its current value and when it will be met."""
+    now = now or timezone.now()
+    if project.tier in (Tier.FREE, Tier.TIER_3) or project.billing_state != BillingState.ACTIVE:
+        return Progress(project.tier, None, [], None)
+    next_tier = ORDER[rank(project.tier) + 1]
+    rules = list(TierRule.objects.all()) if rules is None else rules
+    rule = next((r for r in rules if r.tier == next_tier), None)
+    if rule is None:
+        return Progress(project.tier, None, [], None)
+    if standing is None:
+        account = BillingAccount.objects.get(project_links__project=project)
+        standing = standings([account], now=now)[account.pk]
+    spend, first = standing.total_spend, standing.first_payment_at
+    days = (now - first).days if first else 0
+    if spend > rule.min_total_spend:
+        spend_on = now
+    elif standing.daily_spend > 0:
+        spend_on = now + timedelta(days=float((rule.min_total_spend - spend) / standing.daily_spend) + 1)
+    else:
+        spend_on = None
+    days_on = first + timedelta(days=rule.min_days_since_first_payment) if first else None
+    criteria = [
+        Criterion(
+            _("Total spend on the billing account"),
+            f"USD {spend:.2f}",
+            _("more than USD %(amount)s") % {"amount": f"{rule.min_total_spend:.2f}"},
+            spend > rule.min_total_spend,
+            spend_on,
+        ),
+        Criterion(
+            _("Days since the first successful payment"),
+            str(days) if first else _("no payment yet"),
+            _("at least %(days)d") % {"days": rule.min_days_since_first_payment},
+            first is not None and days >= rule.min_days_since_first_payment,
+            days_on,
+        ),
+    ]
+    dates = [c.met_on for c in criteria]
+    unlocks_on = None if any(d is None for d in dates) or all(c.met for c in criteria) else max(dates)
+    return Progress(project.tier, next_tier, criteria, unlocks_on)
+
+
+def evaluate_all(*, now=None):
+    """X1: upgrade every project that qualifies (cron-able, idempotent). Yields upgraded projects."""
+    now = now or timezone.now()
+    links = ProjectBilling.objects.select_related("account", "project").filter(
+        project__billing_state=BillingState.ACTIVE, account__status=AccountStatus.ACTIVE
+    )
+    for link in links:
+        eligible = eligible_tier(link.account, now=now)
+        if rank(eligible) > rank(link.project.tier):
+            if set_project_tier(
+                link.project, eligible, BillingState.ACTIVE, reason=gettext_noop("Automatic tier evaluation")
+            ):
+                yield link.project
+        refresh_upgrade_flags(link.account, now=now)

@@ -1,0 +1,109 @@
+"""The one-time prepayment dialog (R13), its outcome, the console notice (R12) and refunds (R16)."""
+
+import uuid
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import trigger_client_event
+
+from billing.forms import PrepaymentForm, RefundForm
+from billing.models import BillingAdministrator, PaymentMethod, PaymentStatus, Prepayment
+from billing.payments import pay_prepayment, refundable, request_refund
+from billing.services import BillingError
+from billing.views.access import get_account_for_user
+from studio.models import Project
+from studio.views.rendering import KEYS_CHANGED, finish, render_page
+
+
+@login_required
+def prepayment_for_project(request: HttpRequest) -> HttpResponse:
+    """**Action required** on a key row: the prepayment of the project's billing account."""
+    project = get_object_or_404(Project.objects.imported_by(request.user), project_id=request.GET.get("project", ""))
+    account = getattr(getattr(project, "billing", None), "account", None)
+    if account is not None and account.administrators.filter(user=request.user).exists():
+        return redirect("billing:prepayment", account_id=account.account_id)
+    # Someone who sees the key but does not administer the billing account is told who can pay.
+    return render_page(request, "billing/prepayment_not_admin.html", {"project": project, "account": account})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def prepayment(request: HttpRequest, account_id: str) -> HttpResponse:
+    account = get_account_for_user(request.user, account_id)
+    last = Prepayment.objects.filter(account=account).first()
+    if not account.prepayment_outstanding:
+        if last is not None:
+            return redirect("billing:prepayment-attempt", account_id=account.account_id, attempt_id=last.pk)
+        return redirect("billing:page")
+    methods = list(PaymentMethod.objects.usable().filter(profile__owner=request.user, kind="card").order_by("created_at"))
+    initial = {"attempt": uuid.uuid4(), "amount": account.prepayment_amount}
+    form = PrepaymentForm(request.POST if request.method == "POST" else None, account=account, methods=methods, initial=initial)
+    error = None
+    if request.method == "POST" and form.is_valid():
+        method = form.cleaned_data["method"]
+        try:
+            attempt = pay_prepayment(
+                account,
+                attempt_id=form.cleaned_data["attempt"],
+                amount=form.cleaned_data["amount"],
+                payment_method=method,
+                bank_transfer=method is None,
+                by=request.user,
+            )
+        except BillingError as refused:
+            error = str(refused)
+        else:
+            return _show_attempt(request, account, attempt)
+    context = {"account": account, "form": form, "error": error, "last": last}
+    return render_page(request, "billing/prepayment.html", context, status=422 if form.errors or error else 200)
+
+
+@login_required
+def prepayment_attempt(request: HttpRequest, account_id: str, attempt_id) -> HttpResponse:
+    account = get_account_for_user(request.user, account_id)
+    attempt = get_object_or_404(Prepayment, pk=attempt_id, account=account)
+    return _show_attempt(request, account, attempt)
+
+
+def _show_attempt(request, account, attempt) -> HttpResponse:
+    retry = None
+    if attempt.status == PaymentStatus.FAILED and account.prepayment_outstanding:
+        methods = list(PaymentMethod.objects.usable().filter(profile__owner=request.user, kind="card"))
+        retry = PrepaymentForm(account=account, methods=methods, initial={"attempt": uuid.uuid4(), "amount": attempt.amount})
+    context = {"account": account, "attempt": attempt, "form": retry}
+    response = render_page(request, "billing/prepayment_result.html", context)
+    return trigger_client_event(response, KEYS_CHANGED) if attempt.status == PaymentStatus.SUCCEEDED else response
+
+
+@login_required
+@require_POST
+def dismiss_notice(request: HttpRequest, account_id: str) -> HttpResponse:
+    account = get_account_for_user(request.user, account_id)
+    BillingAdministrator.objects.filter(account=account, user=request.user).update(
+        prepayment_notice_dismissed_at=timezone.now()
+    )
+    if request.htmx:
+        return HttpResponse("")
+    return redirect(request.POST.get("next") if str(request.POST.get("next", "")).startswith("/") else "api-keys")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def refund(request: HttpRequest, account_id: str) -> HttpResponse:
+    account = get_account_for_user(request.user, account_id)
+    available = refundable(account)
+    form = RefundForm(request.POST if request.method == "POST" else None, initial={"amount": available})
+    if request.method == "POST" and form.is_valid():
+        try:
+            request_refund(account, amount=form.cleaned_data["amount"], reason=form.cleaned_data["reason"], by=request.user)
+        except BillingError as refused:
+            form.add_error("amount", str(refused))
+        else:
+            message = _("Refund requested. Our billing team reviews it and tells you by email.")
+            return finish(request, message, redirect_to="billing:page", events=("billing-changed",))
+    context = {"account": account, "form": form, "available": available}
+    return render_page(request, "billing/refund.html", context, status=422 if form.errors else 200)
