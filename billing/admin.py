@@ -155,7 +155,15 @@ admin.site.site_header = _("Studio Console administration")
 
 @admin.register(Prepayment)
 class PrepaymentAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "account", "amount", "status", "by_bank_transfer", "processor_reference", "settled_at"]
+    list_display = [
+        "created_at",
+        "account",
+        "amount",
+        "status",
+        "by_bank_transfer",
+        "processor_reference",
+        "settled_at",
+    ]
     list_filter = ["status", "by_bank_transfer"]
     search_fields = ["account__account_id", "processor_reference", "id"]
     list_select_related = ["account"]
@@ -193,7 +201,16 @@ class RefundRequestAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["account__account_id", "requested_by__email"]
     list_select_related = ["account", "requested_by", "reviewed_by"]
-    readonly_fields = ["account", "amount", "reason", "status", "requested_by", "requested_at", "reviewed_by", "reviewed_at"]
+    readonly_fields = [
+        "account",
+        "amount",
+        "reason",
+        "status",
+        "requested_by",
+        "requested_at",
+        "reviewed_by",
+        "reviewed_at",
+    ]
     fields = [*readonly_fields, "review_note"]
     actions = ["approve", "reject"]
 

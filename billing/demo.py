@@ -10,7 +10,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from billing import ledger
+from billing import ledger, tiers
 from billing.models import (
     BillingAccount,
     BillingAdministrator,
@@ -36,8 +36,15 @@ ACCOUNTS = [
     (DEVELOPER, "India team billing", "IN", True, ["gen-lang-client-0100000003"]),
     (COLLEAGUE, "Colleague's billing account", "GB", False, ["gen-lang-client-0100000004"]),
 ]
-# Usage already charged to the developer's main account (paid from the welcome credit).
-DEMO_CHARGES = [("Gemini API usage, October", Decimal("42.50")), ("Gemini API usage, November", Decimal("17.25"))]
+# History of the developer's main account, (days ago, what, USD): the welcome credit paid the first
+# 300, a statement was paid 38 days ago (the first payment), so the account qualifies for Tier 2.
+WELCOME_GRANTED_DAYS_AGO = 70
+DEMO_CHARGES = [
+    (60, "Gemini API usage", Decimal("180.00")),
+    (45, "Gemini API usage", Decimal("140.00")),
+    (10, "Gemini API usage", Decimal("12.40")),
+]
+DEMO_PAYMENTS = [(38, "Statement paid", Decimal("20.00"))]
 
 
 def seed_billing(users):
@@ -58,21 +65,34 @@ def seed_billing(users):
             )
             BillingAdministrator.objects.create(account=account, user=user)
             if first:
+                granted = timezone.now() - timedelta(days=WELCOME_GRANTED_DAYS_AGO)
                 ledger.grant_credit(
                     account,
                     kind=CreditKind.WELCOME,
                     amount=settings.WELCOME_CREDIT_AMOUNT,
-                    expires_at=timezone.now() + timedelta(days=settings.WELCOME_CREDIT_DAYS),
+                    expires_at=granted + timedelta(days=settings.WELCOME_CREDIT_DAYS),
                     source="Welcome credit for your first billing account",
                     welcome_for=user,
+                    at=granted,
                 )
         for project_id in project_ids:
             ProjectBilling.objects.get_or_create(
                 project=Project.objects.get(project_id=project_id), defaults={"account": account, "linked_by": user}
             )
     main = BillingAccount.objects.get(display_name="Main billing account", administrators__user=users[DEVELOPER])
-    for description, amount in DEMO_CHARGES:
-        ledger.record_usage_charge(main, amount=amount, description=description, idempotency_key=f"demo:{description}")
+    now = timezone.now()
+    for days, description, amount in DEMO_CHARGES:
+        at = now - timedelta(days=days)
+        ledger.record_usage_charge(
+            main, amount=amount, description=description, idempotency_key=f"demo:charge:{days}", at=at
+        )
+    for days, description, amount in DEMO_PAYMENTS:
+        at = now - timedelta(days=days)
+        ledger.record_payment(
+            main, amount=amount, description=description, idempotency_key=f"demo:payment:{days}", at=at
+        )
+    for account in BillingAccount.objects.all():
+        tiers.refresh_upgrade_flags(account)
 
 
 def _profile(user, country_code):

@@ -192,6 +192,7 @@ class MoveProjectForm(forms.Form):
 
 
 BANK_TRANSFER = "bank_transfer"
+NEW_CARD = "new_card"
 
 
 class PrepaymentForm(forms.Form):
@@ -207,6 +208,7 @@ class PrepaymentForm(forms.Form):
         self.fields["amount"].widget.attrs["min"] = account.prepayment_amount
         self.fields["method"].choices = [
             *[(str(m.pk), str(m)) for m in methods],
+            (NEW_CARD, _("A new card")),
             (BANK_TRANSFER, _("Bank transfer (pending until the money arrives)")),
         ]
         if account.primary_payment_method_id and str(account.primary_payment_method_id) in self.methods:
@@ -214,9 +216,11 @@ class PrepaymentForm(forms.Form):
 
     def clean_method(self):
         value = self.cleaned_data["method"]
-        return None if value == BANK_TRANSFER else self.methods[value]
+        return value if value in (BANK_TRANSFER, NEW_CARD) else self.methods[value]
 
 
 class RefundForm(forms.Form):
     amount = forms.DecimalField(label=_("Amount (USD)"), max_digits=10, decimal_places=2, min_value=Decimal("0.01"))
-    reason = forms.CharField(label=_("Reason"), widget=forms.Textarea(attrs={"rows": 3}), max_length=1000, required=False)
+    reason = forms.CharField(
+        label=_("Reason"), widget=forms.Textarea(attrs={"rows": 3}), max_length=1000, required=False
+    )

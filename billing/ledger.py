@@ -51,7 +51,15 @@ def recent_entries_for_accounts(accounts, *, limit: int):
 
 
 def grant_credit(
-    account: BillingAccount, *, kind: str, amount: Decimal, expires_at=None, source: str = "", welcome_for=None, by=None
+    account: BillingAccount,
+    *,
+    kind: str,
+    amount: Decimal,
+    expires_at=None,
+    source: str = "",
+    welcome_for=None,
+    by=None,
+    at=None,
 ) -> Credit:
     """Add a credit and its grant entry. A second welcome credit for one person raises IntegrityError."""
     amount = round_money(amount)
@@ -135,6 +143,24 @@ def record_usage_charge(
         if existing is None:
             raise
         return [existing]
+
+
+def record_payment(account: BillingAccount, *, amount: Decimal, description: str, idempotency_key: str, at=None):
+    """Money received for what the account owed (a statement paid by the primary payment method).
+
+    Idempotent by `idempotency_key`.
+    """
+    existing = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return existing
+    return LedgerEntry.objects.create(
+        account=account,
+        kind=EntryKind.PAYMENT,
+        amount=-round_money(amount),
+        description=description,
+        idempotency_key=idempotency_key,
+        created_at=at or timezone.now(),
+    )
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,9 @@ def pay_prepayment(
             raise BillingError(_("No prepayment is due on this account."))
         if amount < locked.prepayment_amount:
             raise BillingError(_("The amount must be at least USD %(amount)s.") % {"amount": locked.prepayment_amount})
-        if Prepayment.objects.filter(account=locked, status__in=[PaymentStatus.PENDING, PaymentStatus.UNKNOWN, PaymentStatus.PROCESSING]).exists():
+        if Prepayment.objects.filter(
+            account=locked, status__in=[PaymentStatus.PENDING, PaymentStatus.UNKNOWN, PaymentStatus.PROCESSING]
+        ).exists():
             raise BillingError(_("A prepayment for this account is already being processed."))
         try:
             with transaction.atomic():
@@ -88,7 +90,9 @@ def pay_prepayment(
         if bank_transfer:
             result = processor.start_bank_transfer(amount=amount, idempotency_key=str(prepayment.pk))
         else:
-            result = processor.charge(token=payment_method.processor_token, amount=amount, idempotency_key=str(prepayment.pk))
+            result = processor.charge(
+                token=payment_method.processor_token, amount=amount, idempotency_key=str(prepayment.pk)
+            )
     except PaymentError as refused:
         return _settle(prepayment, PaymentStatus.FAILED, failure_code=refused.code)
     except ProcessorTimeout:
@@ -139,7 +143,9 @@ def _settle(prepayment: Prepayment, status: str, *, reference: str = "", failure
             for link in ProjectBilling.objects.select_related("project").filter(account=account):
                 if link.project.billing_state == BillingState.PREPAYMENT_DUE:
                     tier, state = tiers.eligible_tier(account), BillingState.ACTIVE
-                    tiers.set_project_tier(link.project, tier, state, by=locked.created_by, reason=gettext_noop("Prepayment received"))
+                    tiers.set_project_tier(
+                        link.project, tier, state, by=locked.created_by, reason=gettext_noop("Prepayment received")
+                    )
             transaction.on_commit(lambda: emails.prepayment_succeeded(locked))
     return locked
 
@@ -152,9 +158,9 @@ def reconcile_payments(*, now=None) -> list[Prepayment]:
     """
     now = now or timezone.now()
     processor = get_processor()
-    open_attempts = Prepayment.objects.filter(status__in=[PaymentStatus.UNKNOWN, PaymentStatus.PENDING]) | Prepayment.objects.filter(
-        status=PaymentStatus.PROCESSING, created_at__lt=now - STALE_AFTER
-    )
+    open_attempts = Prepayment.objects.filter(
+        status__in=[PaymentStatus.UNKNOWN, PaymentStatus.PENDING]
+    ) | Prepayment.objects.filter(status=PaymentStatus.PROCESSING, created_at__lt=now - STALE_AFTER)
     settled = []
     for attempt in open_attempts.order_by("created_at"):
         record = processor.lookup(idempotency_key=str(attempt.pk))
@@ -187,7 +193,9 @@ def fail_bank_transfer(prepayment: Prepayment, *, by) -> Prepayment:
 
 def refundable(account: BillingAccount) -> Decimal:
     """What is left of the prepayment credit, less refunds already asked for."""
-    remaining = sum((c.remaining for c in ledger.credits_with_remaining(account) if c.kind == CreditKind.PREPAYMENT), Decimal("0"))
+    remaining = sum(
+        (c.remaining for c in ledger.credits_with_remaining(account) if c.kind == CreditKind.PREPAYMENT), Decimal("0")
+    )
     pending = RefundRequest.objects.filter(account=account, status=RefundStatus.PENDING).aggregate(s=Sum("amount"))["s"]
     return max(remaining - (pending or Decimal("0")), Decimal("0"))
 
@@ -229,7 +237,12 @@ def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundReque
             left -= taken
         if left > 0:
             raise BillingError(_("The prepayment credit no longer covers this refund."))
-        locked.status, locked.reviewed_by, locked.reviewed_at, locked.review_note = RefundStatus.REFUNDED, by, timezone.now(), note
+        locked.status, locked.reviewed_by, locked.reviewed_at, locked.review_note = (
+            RefundStatus.REFUNDED,
+            by,
+            timezone.now(),
+            note,
+        )
         locked.save(update_fields=["status", "reviewed_by", "reviewed_at", "review_note"])
         AuditEvent.record(actor=by, actor_kind=ActorKind.STAFF, action="refund.approve", obj=locked, reason=note)
     return locked
@@ -240,7 +253,12 @@ def reject_refund(request: RefundRequest, *, by, note: str) -> RefundRequest:
         locked = RefundRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status != RefundStatus.PENDING:
             return locked
-        locked.status, locked.reviewed_by, locked.reviewed_at, locked.review_note = RefundStatus.REJECTED, by, timezone.now(), note
+        locked.status, locked.reviewed_by, locked.reviewed_at, locked.review_note = (
+            RefundStatus.REJECTED,
+            by,
+            timezone.now(),
+            note,
+        )
         locked.save(update_fields=["status", "reviewed_by", "reviewed_at", "review_note"])
         AuditEvent.record(actor=by, actor_kind=ActorKind.STAFF, action="refund.reject", obj=locked, reason=note)
     return locked

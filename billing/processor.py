@@ -67,6 +67,7 @@ class TestProcessor:
     Charges are idempotent by key: the same key never charges twice.
     """
 
+    __test__ = False  # not a pytest test class
     CHARGE_FAILURES = {"4000000000009995": "insufficient_funds", "4000000000000119": "processing_error"}
 
     def tokenize_card(self, *, number: str, exp_month: int, exp_year: int, cvc: str, brand: str) -> CardToken:

@@ -38,6 +38,8 @@ def load(Country, PrepaymentMethodRule):
 TIER_RULES = {"tier_2": (Decimal("250.00"), 30), "tier_3": (Decimal("1000.00"), 30)}
 
 
-def load_tier_rules(TierRule):  # noqa: N803 - model class
+def load_tier_rules(TierRule):
     for tier, (spend, days) in TIER_RULES.items():
-        TierRule.objects.get_or_create(tier=tier, defaults={"min_total_spend": spend, "min_days_since_first_payment": days})
+        TierRule.objects.get_or_create(
+            tier=tier, defaults={"min_total_spend": spend, "min_days_since_first_payment": days}
+        )

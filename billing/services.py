@@ -92,7 +92,9 @@ def link_project(project: Project, account: BillingAccount, *, by) -> ProjectBil
             project=project, defaults={"account": account, "linked_by": by, "linked_at": timezone.now()}
         )
         AuditEvent.record(actor=by, action="project.billing_link", obj=project, after={"account": account.account_id})
-        tiers.set_project_tier(project, *project_state_for(account), by=by, reason=gettext_noop("Billing account linked"))
+        tiers.set_project_tier(
+            project, *project_state_for(account), by=by, reason=gettext_noop("Billing account linked")
+        )
     return link
 
 

@@ -154,10 +154,13 @@ class Standing:
     daily_spend: Decimal  # average over the last SPEND_WINDOW
 
 
-def standings(accounts, *, now=None) -> dict[int, Standing]:
-    """Standing of several accounts in a fixed number of queries, by account pk."""
+def standings(accounts, *, now=None, balances=None) -> dict[int, Standing]:
+    """Standing of several accounts in a fixed number of queries, by account pk.
+
+    `balances` (from ledger.balances_for_accounts) saves a query when the caller has them.
+    """
     now = now or timezone.now()
-    balances = ledger.balances_for_accounts(accounts, at=now)
+    balances = balances or ledger.balances_for_accounts(accounts, at=now)
     prepaid = dict(
         Prepayment.objects.filter(account__in=accounts, status=PaymentStatus.SUCCEEDED)
         .values_list("account_id")
@@ -230,9 +233,8 @@ def evaluate_all(*, now=None):
     )
     for link in links:
         eligible = eligible_tier(link.account, now=now)
-        if rank(eligible) > rank(link.project.tier):
-            if set_project_tier(
-                link.project, eligible, BillingState.ACTIVE, reason=gettext_noop("Automatic tier evaluation")
-            ):
-                yield link.project
+        if rank(eligible) > rank(link.project.tier) and set_project_tier(
+            link.project, eligible, BillingState.ACTIVE, reason=gettext_noop("Automatic tier evaluation")
+        ):
+            yield link.project
         refresh_upgrade_flags(link.account, now=now)

@@ -30,7 +30,9 @@ class Prepayment(models.Model):
     amount = models.DecimalField(_("amount (USD)"), max_digits=12, decimal_places=2)
     payment_method = models.ForeignKey(PaymentMethod, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     by_bank_transfer = models.BooleanField(_("bank transfer"), default=False)
-    status = models.CharField(_("status"), max_length=12, choices=PaymentStatus.choices, default=PaymentStatus.PROCESSING)
+    status = models.CharField(
+        _("status"), max_length=12, choices=PaymentStatus.choices, default=PaymentStatus.PROCESSING
+    )
     failure_code = models.CharField(_("failure"), max_length=30, blank=True)
     processor_reference = models.CharField(_("processor reference"), max_length=60, blank=True)
     credit = models.OneToOneField(Credit, on_delete=models.PROTECT, null=True, blank=True, related_name="prepayment")
@@ -45,7 +47,9 @@ class Prepayment(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="prepayment_amount_positive"),
             # A second successful prepayment of one account is refused by the database.
-            models.UniqueConstraint(fields=["account"], condition=Q(status="succeeded"), name="one_successful_prepayment"),
+            models.UniqueConstraint(
+                fields=["account"], condition=Q(status="succeeded"), name="one_successful_prepayment"
+            ),
         ]
 
     def __str__(self):
@@ -114,7 +118,9 @@ class TierChange(models.Model):
     from_tier = models.CharField(_("from"), max_length=10, choices=Tier.choices)
     to_tier = models.CharField(_("to"), max_length=10, choices=Tier.choices)
     reason = models.CharField(_("reason"), max_length=200)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(_("time"), default=timezone.now)
 
     class Meta:

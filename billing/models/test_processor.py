@@ -5,6 +5,7 @@ from django.utils import timezone
 
 
 class TestProcessorToken(models.Model):
+    __test__ = False  # not a pytest test class
     token = models.CharField(max_length=40, primary_key=True)
     behaviour = models.CharField(max_length=20)
 
@@ -16,6 +17,7 @@ class TestProcessorToken(models.Model):
 
 
 class TestProcessorCharge(models.Model):
+    __test__ = False
     idempotency_key = models.CharField(max_length=100, unique=True)
     token = models.CharField(max_length=40, blank=True)
     amount = models.DecimalField(max_digits=12, decimal_places=2)

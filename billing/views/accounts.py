@@ -1,5 +1,7 @@
 """The billing page (R19): accounts, linked projects, credits, transactions, payment methods."""
 
+from decimal import Decimal
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Prefetch
@@ -8,9 +10,18 @@ from django.shortcuts import redirect
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from billing import ledger
+from billing import ledger, tiers
 from billing.forms import CardForm, MoveProjectForm
-from billing.models import BillingAccount, PaymentsProfile, ProjectBilling
+from billing.models import (
+    BillingAccount,
+    CreditKind,
+    PaymentsProfile,
+    Prepayment,
+    ProjectBilling,
+    RefundRequest,
+    RefundStatus,
+    TierRule,
+)
 from billing.processor import PaymentError
 from billing.services import BillingError, add_card, link_project, make_primary, remove_payment_method, unlink_project
 from billing.views.access import get_account_for_user, get_linked_project_for_user, get_payment_method_for_user
@@ -45,10 +56,34 @@ def billing_page(request: HttpRequest) -> HttpResponse:
     for entry in ledger.recent_entries_for_accounts(accounts, limit=RECENT_ENTRIES):
         entries.setdefault(entry.account_id, []).append(entry)
     balances = ledger.balances_for_accounts(accounts)
-    rows = [
-        {"account": a, "credits": credits.get(a.pk, []), "entries": entries.get(a.pk, []), "balances": balances[a.pk]}
-        for a in accounts
-    ]
+    standings = tiers.standings(accounts, balances=balances)
+    rules = list(TierRule.objects.all())
+    prepayments, refunds = {}, {}
+    for attempt in Prepayment.objects.filter(account__in=accounts).order_by("-created_at"):
+        prepayments.setdefault(attempt.account_id, []).append(attempt)
+    for refund in RefundRequest.objects.filter(account__in=accounts).order_by("-requested_at"):
+        refunds.setdefault(refund.account_id, []).append(refund)
+    rows = []
+    for account in accounts:
+        credit_list = credits.get(account.pk, [])
+        pending = sum((r.amount for r in refunds.get(account.pk, []) if r.status == RefundStatus.PENDING), Decimal("0"))
+        prepaid_left = sum((c.remaining for c in credit_list if c.kind == CreditKind.PREPAYMENT), Decimal("0"))
+        links = [
+            (link, tiers.progress(link.project, standing=standings[account.pk], rules=rules))
+            for link in account.project_links.all()
+        ]
+        rows.append(
+            {
+                "account": account,
+                "credits": credit_list,
+                "entries": entries.get(account.pk, []),
+                "balances": balances[account.pk],
+                "links": links,
+                "prepayments": prepayments.get(account.pk, [])[:5],
+                "refunds": refunds.get(account.pk, [])[:5],
+                "refundable": max(prepaid_left - pending, Decimal("0")),
+            }
+        )
     context = {"rows": rows, "methods": methods, "profile": profile}
     return render_page(request, "billing/billing.html", context)
 

@@ -10,10 +10,11 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
-from billing.forms import PrepaymentForm, RefundForm
-from billing.models import BillingAdministrator, PaymentMethod, PaymentStatus, Prepayment
+from billing.forms import BANK_TRANSFER, NEW_CARD, CardForm, PrepaymentForm, RefundForm
+from billing.models import BillingAdministrator, PaymentMethod, PaymentsProfile, PaymentStatus, Prepayment
 from billing.payments import pay_prepayment, refundable, request_refund
-from billing.services import BillingError
+from billing.processor import PaymentError
+from billing.services import BillingError, add_card
 from billing.views.access import get_account_for_user
 from studio.models import Project
 from studio.views.rendering import KEYS_CHANGED, finish, render_page
@@ -39,13 +40,13 @@ def prepayment(request: HttpRequest, account_id: str) -> HttpResponse:
         if last is not None:
             return redirect("billing:prepayment-attempt", account_id=account.account_id, attempt_id=last.pk)
         return redirect("billing:page")
-    methods = list(PaymentMethod.objects.usable().filter(profile__owner=request.user, kind="card").order_by("created_at"))
-    initial = {"attempt": uuid.uuid4(), "amount": account.prepayment_amount}
-    form = PrepaymentForm(request.POST if request.method == "POST" else None, account=account, methods=methods, initial=initial)
+    data = request.POST if request.method == "POST" else None
+    form = _prepayment_form(request, account, data)
+    card_form = CardForm(data if data is not None and data.get("method") == NEW_CARD else None)
     error = None
-    if request.method == "POST" and form.is_valid():
-        method = form.cleaned_data["method"]
+    if data is not None and form.is_valid() and (not card_form.is_bound or card_form.is_valid()):
         try:
+            method = _chosen_method(request, account, form.cleaned_data["method"], card_form)
             attempt = pay_prepayment(
                 account,
                 attempt_id=form.cleaned_data["attempt"],
@@ -54,12 +55,42 @@ def prepayment(request: HttpRequest, account_id: str) -> HttpResponse:
                 bank_transfer=method is None,
                 by=request.user,
             )
-        except BillingError as refused:
-            error = str(refused)
+        except (BillingError, PaymentError) as refused:
+            # A card refused when added: nothing was charged and nothing else is lost.
+            error = refused.reason if isinstance(refused, PaymentError) else str(refused)
         else:
             return _show_attempt(request, account, attempt)
-    context = {"account": account, "form": form, "error": error, "last": last}
-    return render_page(request, "billing/prepayment.html", context, status=422 if form.errors or error else 200)
+    context = {"account": account, "form": form, "card_form": card_form, "error": error, "last": last}
+    failed = form.errors or (card_form.is_bound and card_form.errors) or error
+    return render_page(request, "billing/prepayment.html", context, status=422 if failed else 200)
+
+
+def _prepayment_form(request, account, data, *, amount=None):
+    methods = list(
+        PaymentMethod.objects.usable().filter(profile__owner=request.user, kind="card").order_by("created_at")
+    )
+    initial = {"attempt": uuid.uuid4(), "amount": amount or account.prepayment_amount}
+    return PrepaymentForm(data, account=account, methods=methods, initial=initial)
+
+
+def _chosen_method(request, account, choice, card_form):
+    """The payment method to charge: an existing card, a new one (verified now), or None for a
+    bank transfer."""
+    if choice == BANK_TRANSFER:
+        return None
+    if choice == NEW_CARD:
+        card = card_form.cleaned_data
+        profile = PaymentsProfile.objects.filter(owner=request.user).first() or account.payments_profile
+        return add_card(
+            profile,
+            number=card["number"],
+            exp_month=card["exp_month"],
+            exp_year=card["exp_year"],
+            cvc=card["cvc"],
+            brand=card["brand"],
+            by=request.user,
+        )
+    return choice
 
 
 @login_required
@@ -72,9 +103,8 @@ def prepayment_attempt(request: HttpRequest, account_id: str, attempt_id) -> Htt
 def _show_attempt(request, account, attempt) -> HttpResponse:
     retry = None
     if attempt.status == PaymentStatus.FAILED and account.prepayment_outstanding:
-        methods = list(PaymentMethod.objects.usable().filter(profile__owner=request.user, kind="card"))
-        retry = PrepaymentForm(account=account, methods=methods, initial={"attempt": uuid.uuid4(), "amount": attempt.amount})
-    context = {"account": account, "attempt": attempt, "form": retry}
+        retry = _prepayment_form(request, account, None, amount=attempt.amount)
+    context = {"account": account, "attempt": attempt, "form": retry, "card_form": CardForm()}
     response = render_page(request, "billing/prepayment_result.html", context)
     return trigger_client_event(response, KEYS_CHANGED) if attempt.status == PaymentStatus.SUCCEEDED else response
 
@@ -99,7 +129,9 @@ def refund(request: HttpRequest, account_id: str) -> HttpResponse:
     form = RefundForm(request.POST if request.method == "POST" else None, initial={"amount": available})
     if request.method == "POST" and form.is_valid():
         try:
-            request_refund(account, amount=form.cleaned_data["amount"], reason=form.cleaned_data["reason"], by=request.user)
+            request_refund(
+                account, amount=form.cleaned_data["amount"], reason=form.cleaned_data["reason"], by=request.user
+            )
         except BillingError as refused:
             form.add_error("amount", str(refused))
         else:

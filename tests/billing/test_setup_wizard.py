@@ -239,7 +239,7 @@ def test_prepayment_country_gives_action_required_with_the_reason(client_for, ow
     assert "New billing accounts in India make a one-time prepayment." in status
     mine.refresh_from_db()
     assert (mine.tier, mine.billing_state) == (Tier.FREE, BillingState.PREPAYMENT_DUE)
-    assert '<span class="badge warning">Action required</span>' in client.get("/api-keys/").content.decode()
+    assert f'href="/billing/prepayment/?project={mine.project_id}"' in client.get("/api-keys/").content.decode()
 
 
 def test_finish_without_details_says_what_is_missing(client_for, owner, mine):

@@ -18,12 +18,12 @@ def test_seed_demo_is_idempotent_and_shows_every_quota_state(db, capsys):
     developer = User.objects.get(email="dev@example.com")
     assert developer.check_password("studio-demo")
     assert User.objects.get(email="staff@example.com").is_staff
+    # The main billing account qualifies for Tier 2, so its Tier 1 projects can upgrade.
     assert quota_states(developer) == [
         ("action_required", False),
         ("set_up_billing", False),
-        ("tier_1", False),
         ("tier_1", True),
-        ("tier_2", True),
+        ("tier_2", False),
         ("tier_3", False),
     ]
     assert Project.objects.not_imported_by(developer).count() == 3

@@ -4,7 +4,7 @@ from billing.payments import reconcile_payments
 
 
 class Command(BaseCommand):
-    help = "Settle prepayments whose outcome is unknown (timeouts, stale attempts, bank transfers) from the processor's records."
+    help = "Settle prepayments of unknown outcome (timeouts, stale attempts, bank transfers) from the processor."
 
     def handle(self, *args, **options):
         settled = reconcile_payments()
