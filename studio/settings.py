@@ -26,6 +26,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 INSTALLED_APPS = [
     "studio",
     "billing",
+    "usage",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
