@@ -1,20 +1,27 @@
-"""Money: Decimal only, USD, one rounding rule.
+"""Money: Decimal only, USD, round half up.
 
-Ledger amounts keep 6 decimal places (a single request can cost a fraction of a cent); the rule
-is round-half-up to the micro-dollar, applied once per charge line by `round_money`. Amounts
-shown to people are rounded to cents by `to_cents` for display only.
+- Rating (one usage event, usage/rating.py): each token class of an event is rounded to the
+  nano-dollar by `round_rating` (a single output token can cost USD 0.0000004); the event's cost
+  is the sum of its rounded classes, so the breakdown always adds up.
+- Ledger lines keep 6 decimal places: `round_money` rounds to the micro-dollar, once per line.
+- Amounts shown to people are rounded to cents by `to_cents`, for display only.
 """
 
 from decimal import ROUND_HALF_UP, Decimal
 
 CURRENCY = "USD"
 PLACES = Decimal("0.000001")
+RATING_PLACES = Decimal("0.000000001")
 CENTS = Decimal("0.01")
 ZERO = Decimal("0")
 
 
 def round_money(amount) -> Decimal:
     return Decimal(amount).quantize(PLACES, rounding=ROUND_HALF_UP)
+
+
+def round_rating(amount) -> Decimal:
+    return Decimal(amount).quantize(RATING_PLACES, rounding=ROUND_HALF_UP)
 
 
 def to_cents(amount) -> Decimal:

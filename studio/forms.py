@@ -3,7 +3,7 @@ from django.conf import settings
 from django.contrib.auth import password_validation
 from django.utils.translation import gettext_lazy as _
 
-from studio.models import Project, User, normalize_email
+from studio.models import ApiKey, Project, Tier, User, normalize_email
 
 NEW_PROJECT = "new"
 
@@ -80,7 +80,17 @@ class ImportProjectsForm(forms.Form):
 class SettingsForm(forms.ModelForm):
     class Meta:
         model = User
-        fields = ["full_name", "language"]
+        fields = ["full_name", "language", "studio_api_key"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Only a paid key can be linked: studio usage through it is billed to its project.
+        paid = ApiKey.objects.visible_to(self.instance).exclude(project__tier=Tier.FREE).order_by("name")
+        field = self.fields["studio_api_key"]
+        field.queryset = paid
+        field.label_from_instance = lambda key: f"{key.name} ({key.masked}) · {key.project.name}"
+        field.empty_label = _("None: studio usage stays free")
+        field.required = False
 
 
 class LanguageForm(forms.Form):

@@ -47,6 +47,15 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(_("active"), default=True)
     date_joined = models.DateTimeField(_("date joined"), default=timezone.now)
     terms_accepted_at = models.DateTimeField(_("terms accepted at"), null=True, blank=True)
+    # The paid API key linked to the studio: studio usage through it is billed (guide: AI Studio).
+    studio_api_key = models.ForeignKey(
+        "studio.ApiKey",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="studio_users",
+        verbose_name=_("API key linked to the studio"),
+    )
     # Set once the default project and key exist; makes provisioning safe to repeat.
     defaults_provisioned_at = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -193,8 +202,8 @@ class ApiKeyQuerySet(models.QuerySet):
             .select_related("project")
         )
 
-    def authenticate(self, raw: str):
-        """The active key for a raw key (with its project), or None. One query at most.
+    def authenticate(self, raw: str, *, related=("project",)):
+        """The active key for a raw key (with `related` joined in), or None. One query at most.
 
         Malformed keys are refused before the database. last_used_at is refreshed at most once
         per LAST_USED_RESOLUTION.
@@ -202,7 +211,7 @@ class ApiKeyQuerySet(models.QuerySet):
         if not keyformat.is_well_formed(raw):
             return None
         digest = keyformat.hash_key(raw)
-        key = self.active().select_related("project").filter(secret_hash=digest).first()
+        key = self.active().select_related(*related).filter(secret_hash=digest).first()
         if key is None or not hmac.compare_digest(key.secret_hash, digest):
             return None
         key.mark_used()

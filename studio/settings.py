@@ -184,6 +184,9 @@ WELCOME_CREDIT_AMOUNT = Decimal(env("WELCOME_CREDIT_AMOUNT", default="300"))
 WELCOME_CREDIT_DAYS = env.int("WELCOME_CREDIT_DAYS", default=90)
 PREPAYMENT_DEFAULT_AMOUNT = Decimal(env("PREPAYMENT_DEFAULT_AMOUNT", default="10"))
 
+# Usage (SPEC §4): how long a process keeps its catalog snapshot (prices, limits).
+CATALOG_TTL_SECONDS = env.int("CATALOG_TTL_SECONDS", default=30)
+
 DJANGO_TABLES2_TEMPLATE = "partials/table.html"
 
 LOGGING = {

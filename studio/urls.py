@@ -4,6 +4,7 @@ from django.shortcuts import redirect
 from django.urls import include, path
 
 from studio.views import accounts, api_keys, projects
+from usage.api import api as fleet_api
 
 
 def home(request):
@@ -32,5 +33,6 @@ urlpatterns = [
     ),
     path("accounts/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
     path("billing/", include("billing.urls")),
+    path("api/v1/", fleet_api.urls),
     path("admin/", admin.site.urls),
 ]

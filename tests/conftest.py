@@ -20,17 +20,32 @@ def _needs_postgres(request):
         skip_or_fail("needs PostgreSQL: set DATABASE_URL=postgres://…", required_by="REQUIRE_POSTGRES")
 
 
+def load_reference_data():
+    """Rows that migrations seed (countries, rules, the model catalog)."""
+    from billing import reference_data
+    from billing.models import Country, PrepaymentMethodRule, TierRule
+    from usage import catalog_data
+    from usage.models import CatalogModel, Price, RateLimit, SpendLimit
+
+    reference_data.load(Country, PrepaymentMethodRule)
+    reference_data.load_tier_rules(TierRule)
+    catalog_data.load(CatalogModel, Price, RateLimit, SpendLimit)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    # A reused test database may have lost them to an earlier run's transactional flush.
+    with django_db_blocker.unblock():
+        load_reference_data()
+
+
 @pytest.fixture(autouse=True)
 def _reference_data(request):
     """Transactional tests flush the database, migration-seeded rows included: put them back."""
     marker = request.node.get_closest_marker("django_db")
     if "live_server" in request.fixturenames or (marker and marker.kwargs.get("transaction")):
         request.getfixturevalue("transactional_db")
-        from billing import reference_data
-        from billing.models import Country, PrepaymentMethodRule, TierRule
-
-        reference_data.load(Country, PrepaymentMethodRule)
-        reference_data.load_tier_rules(TierRule)
+        load_reference_data()
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,68 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from studio.models import Tier
+from tests.factories import make_key, make_project, make_user
+from usage import catalog
+
+
+@pytest.fixture(autouse=True)
+def _fresh_catalog():
+    catalog.forget()
+    yield
+    catalog.forget()
+
+
+@pytest.fixture
+def paid_key(db):
+    """(key, raw secret) of a Tier 1 project."""
+    user = make_user("fleet-user@example.com")
+    return make_key(make_project(user, name="Paid", tier=Tier.TIER_1), name="Paid key")
+
+
+@pytest.fixture
+def free_key(db):
+    user = make_user("free-user@example.com")
+    return make_key(make_project(user, name="Free"), name="Free key")
+
+
+@pytest.fixture
+def event():
+    """event(**overrides): a valid usage event for `key`."""
+    counter = iter(range(1, 10**9))
+
+    def build(key, **overrides):
+        base = {
+            "event_id": f"evt-{next(counter)}",
+            "key_id": str(key.pk),
+            "model": "gemini-2.5-flash",
+            "kind": "generate",
+            "source": "api",
+            "status_code": 200,
+            "input_tokens": 1200,
+            "output_tokens": 300,
+            "cached_tokens": 0,
+            "cache_token_hours": "0",
+            "occurred_at": (timezone.now() - timedelta(minutes=1)).isoformat(),
+        }
+        return {**base, **overrides}
+
+    return build
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limiter(settings):
+    """Each test starts with empty counters: a fresh in-process limiter, or a flushed Redis test
+    database (db 15, never the one the URL names) when REDIS_URL is set."""
+    import redis
+
+    from usage import limiter
+
+    limiter._limiters.clear()
+    if settings.REDIS_URL:
+        settings.REDIS_URL = settings.REDIS_URL.rsplit("/", 1)[0] + "/15"
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    yield
+    limiter._limiters.clear()

@@ -1,0 +1,60 @@
+"""An in-process snapshot of the catalog for the hot paths (admission, rating).
+
+The catalog is small and changes rarely; each process reloads it at most every
+settings.CATALOG_TTL_SECONDS, so an edit in the admin applies within that time. Project tiers are
+not cached: a tier change applies to the next request.
+"""
+
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from usage.models import CatalogModel, Price, RateLimit, SpendLimit
+
+
+@dataclass(frozen=True)
+class Catalog:
+    models: dict[str, CatalogModel]
+    rate_limits: dict[tuple[str, str], RateLimit]  # (tier, model id)
+    spend_limits: dict[str, SpendLimit]  # tier
+    prices: dict[str, list[Price]]  # model id -> versions, newest first
+    loaded_at: float
+
+    def price_at(self, model_id: str, moment):
+        return next((p for p in self.prices.get(model_id, []) if p.effective_from <= moment), None)
+
+
+_lock = threading.Lock()
+_snapshot: Catalog | None = None
+
+
+def load() -> Catalog:
+    prices: dict[str, list[Price]] = {}
+    for price in Price.objects.order_by("-effective_from"):
+        prices.setdefault(price.model_id, []).append(price)
+    return Catalog(
+        models={m.model_id: m for m in CatalogModel.objects.filter(active=True)},
+        rate_limits={(r.tier, r.model_id): r for r in RateLimit.objects.all()},
+        spend_limits={s.tier: s for s in SpendLimit.objects.filter(enabled=True)},
+        prices=prices,
+        loaded_at=time.monotonic(),
+    )
+
+
+def get_catalog() -> Catalog:
+    global _snapshot
+    snapshot = _snapshot
+    if snapshot is None or time.monotonic() - snapshot.loaded_at > settings.CATALOG_TTL_SECONDS:
+        with _lock:
+            if _snapshot is None or time.monotonic() - _snapshot.loaded_at > settings.CATALOG_TTL_SECONDS:
+                _snapshot = load()
+            snapshot = _snapshot
+    return snapshot
+
+
+def forget():
+    """Drop the snapshot (tests, and after a catalog edit in this process)."""
+    global _snapshot
+    _snapshot = None

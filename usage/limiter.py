@@ -1,0 +1,413 @@
+"""Admission limits for ``POST /api/v1/quota:check``: may this model request run now?
+
+Per scope (admission uses the project, ``"p123"``, and names per-model counters ``"<quota_id>:<model>"``) a
+check carries the tier's request limits (requests per minute, input tokens per minute, requests per Pacific day)
+and, optionally, a spend limit over a rolling 10 minutes. They are checked and counted together, all or nothing: if any one would be exceeded, nothing is counted,
+so a request refused for its tokens does not also use up a request of the minute.
+
+Windows:
+
+- ``minute``: the clock minute (epoch seconds // 60); it resets at the next minute.
+- ``pacific_day``: the calendar day in America/Los_Angeles, the day the quotas are sold by. Days of 23 and 25 hours
+  (DST) are computed with zoneinfo, never as 86,400 seconds.
+- ``rolling_10m``: the last 10 minutes as ten one-minute buckets; a bucket leaves the sum a whole minute at a time.
+
+Two implementations share these semantics. ``RedisLimiter`` holds the counters for the whole fleet: one Lua script per
+check reads and increments every counter atomically, with Redis's clock as the only clock, so workers whose clocks
+disagree still count into the same windows. ``InProcessLimiter`` holds them in this process (development, tests, and
+the fallback below); ``get_limiter()`` picks one from ``settings.REDIS_URL``.
+
+Redis unreachable or slow: the limiter must not become the outage. A check that Redis does not answer within
+``REDIS_TIMEOUT`` seconds (connect or reply), or answers with an error (any ``RedisError``, a failover's READONLY or
+LOADING included), is answered by an in-process limiter instead. The limits then hold per process only: each worker
+grants up to the full limit, a degraded mode that is by design more permissive than refusing all traffic. A warning is
+logged at most once every ``FALLBACK_WARNING_INTERVAL`` seconds per limiter (one per process), with the number of
+checks answered locally since the previous one. The next check tries Redis again; there is no circuit breaker, so
+while Redis is down every check pays for one attempt: next to nothing when the connection is refused, up to
+``REDIS_TIMEOUT`` (twice that for a new connection, connect then handshake) when the host does not answer. Counts made
+in the process during an outage stay there and are not copied to Redis.
+"""
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import NamedTuple, Protocol
+from zoneinfo import ZoneInfo
+
+import redis
+from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+logger = logging.getLogger(__name__)
+
+MINUTE = "minute"
+PACIFIC_DAY = "pacific_day"
+ROLLING_10M = "rolling_10m"
+WINDOWS = frozenset({MINUTE, PACIFIC_DAY, ROLLING_10M})
+
+PACIFIC = ZoneInfo("America/Los_Angeles")
+ROLLING_BUCKETS = 10  # one-minute buckets in a rolling_10m window
+
+# Socket connect and read timeout for Redis, in seconds. A check is on the path of every model request: past this,
+# answering from the in-process limiter is better than waiting.
+REDIS_TIMEOUT = 0.05
+FALLBACK_WARNING_INTERVAL = 10.0
+# Keys outlive their window by this many seconds, so that a clock a little behind still finds its counter.
+KEY_TTL_MARGIN = 60
+# InProcessLimiter drops ended windows at most this often (seconds of its clock).
+SWEEP_INTERVAL = 60.0
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit to check: its counter is keyed by scope, counter (default: quota_id) and the window instance."""
+
+    quota_id: str  # e.g. "GenerateRequestsPerMinutePerProjectPerModel-Tier1", carried through to the answer
+    window: str  # MINUTE | PACIFIC_DAY | ROLLING_10M
+    limit: int  # max units per window (for spend: micro-USD)
+    cost: int  # units this request uses (1 request, N input tokens, estimated micro-USD)
+    # What the counter is named by within the scope when not by the quota id alone: a per-model limit of a
+    # project-wide scope passes "<quota_id>:<model>", so that all counters of one project share one hash tag.
+    counter: str = ""
+
+    @property
+    def counter_name(self) -> str:
+        return self.counter or self.quota_id
+
+    def __post_init__(self) -> None:
+        # Checked here, once, rather than on every path that reads a Limit: the Lua script trusts these.
+        if self.window not in WINDOWS:
+            raise ValueError(f"unknown window {self.window!r} (one of {sorted(WINDOWS)})")
+        if self.limit < 0 or self.cost < 0:
+            raise ValueError(f"limit and cost must not be negative: {self!r}")
+
+
+@dataclass(frozen=True)
+class LimitState:
+    quota_id: str
+    limit: int
+    remaining: int  # after this request if allowed; current remaining if denied
+    reset_seconds: int  # seconds until the window rolls (ceil, >= 1)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    states: list[LimitState]  # one per Limit, same order
+    exceeded: LimitState | None  # the first limit that would be exceeded; its reset_seconds is the retry delay
+
+
+class Limiter(Protocol):
+    def check(self, scope: str, limits: list[Limit]) -> Decision: ...
+
+    def peek(self, scope: str, limits: list[Limit]) -> list[LimitState]: ...
+
+
+class DayWindow(NamedTuple):
+    """One Pacific calendar day as [start, end) epoch seconds; day_id (YYYYMMDD) names its counters."""
+
+    start: int
+    end: int
+    day_id: int
+
+
+def _pacific_midnight(day: date) -> int:
+    # Los Angeles changes its clocks at 02:00, so local midnight always exists and is never ambiguous.
+    return int(datetime(day.year, day.month, day.day, tzinfo=PACIFIC).timestamp())
+
+
+def pacific_day_windows(now: float) -> tuple[DayWindow, DayWindow, DayWindow]:
+    """The previous, current and next Pacific day around the epoch time `now`.
+
+    Three rather than one because the Redis script picks the day by Redis's clock, which may sit on the other side of
+    a midnight from this process's clock.
+    """
+    today = datetime.fromtimestamp(now, PACIFIC).date()
+    days = [today + timedelta(days=offset) for offset in (-1, 0, 1, 2)]
+    bounds = [_pacific_midnight(day) for day in days]
+    prev, current, following = (DayWindow(bounds[i], bounds[i + 1], int(days[i].strftime("%Y%m%d"))) for i in range(3))
+    return prev, current, following
+
+
+class _PacificDays:
+    """pacific_day_windows(), recomputed only when the clock leaves the current day (zoneinfo costs microseconds)."""
+
+    def __init__(self) -> None:
+        self._windows = pacific_day_windows(time.time())
+
+    def around(self, now: float) -> tuple[DayWindow, DayWindow, DayWindow]:
+        windows = self._windows  # one read: another thread may replace it, never half of it
+        if not windows[1].start <= now < windows[1].end:
+            windows = self._windows = pacific_day_windows(now)
+        return windows
+
+
+def _ceil_seconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds))
+
+
+def _require_distinct(limits: list[Limit]) -> None:
+    # Two limits on one counter would both be read before either is counted, letting the pair overshoot.
+    if len({(limit.counter_name, limit.window) for limit in limits}) != len(limits):
+        raise ValueError("each limit of a check needs its own (counter, window)")
+
+
+def _decide(limits: list[Limit], used: list[int], resets: list[int], counting: bool) -> Decision:
+    """The Decision for counters at `used`; shared so both implementations answer alike."""
+    exceeded_at = next((i for i, limit in enumerate(limits) if used[i] + limit.cost > limit.limit), None)
+    allowed = exceeded_at is None
+    spend = counting and allowed
+    states = [
+        LimitState(limit.quota_id, limit.limit, max(0, limit.limit - used[i] - (limit.cost if spend else 0)), resets[i])
+        for i, limit in enumerate(limits)
+    ]
+    return Decision(allowed, states, None if allowed else states[exceeded_at])
+
+
+class InProcessLimiter:
+    """Counters in this process's memory, under one lock; `time.time()` is the clock (so tests can move it).
+
+    Fixed windows (minute, Pacific day) keep (window id, count, end) per counter and restart at zero when the window
+    id changes; rolling windows keep {minute: count}. Ended windows are dropped lazily: old buckets when a counter is
+    read, whole counters in a sweep at most once per SWEEP_INTERVAL.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fixed: dict[tuple[str, str, str], tuple[int, int, float]] = {}
+        self._rolling: dict[tuple[str, str], dict[int, int]] = {}
+        self._days = _PacificDays()
+        self._last_sweep = time.time()
+
+    def check(self, scope: str, limits: list[Limit]) -> Decision:
+        return self._run(scope, limits, counting=True)
+
+    def peek(self, scope: str, limits: list[Limit]) -> list[LimitState]:
+        return self._run(scope, limits, counting=False).states
+
+    def _run(self, scope: str, limits: list[Limit], *, counting: bool) -> Decision:
+        _require_distinct(limits)
+        now = time.time()
+        minute = int(now // 60)
+        day = self._days.around(now)[1]
+        used: list[int] = []
+        resets: list[int] = []
+        with self._lock:
+            if abs(now - self._last_sweep) >= SWEEP_INTERVAL:
+                self._sweep(now)
+            for limit in limits:
+                if limit.window == ROLLING_10M:
+                    buckets = self._rolling.get((scope, limit.counter_name), {})
+                    for stale in [bucket for bucket in buckets if bucket <= minute - ROLLING_BUCKETS]:
+                        del buckets[stale]
+                    oldest = min((bucket for bucket, count in buckets.items() if count), default=minute)
+                    used.append(sum(buckets.values()))
+                    resets.append(_ceil_seconds((oldest + ROLLING_BUCKETS) * 60 - now))
+                else:
+                    window_id, end = (minute, (minute + 1) * 60) if limit.window == MINUTE else (day.day_id, day.end)
+                    stored = self._fixed.get((scope, limit.counter_name, limit.window))
+                    used.append(stored[1] if stored and stored[0] == window_id else 0)
+                    resets.append(_ceil_seconds(end - now))
+            decision = _decide(limits, used, resets, counting)
+            if counting and decision.allowed:
+                for limit, count in zip(limits, used, strict=True):
+                    if limit.window == ROLLING_10M:
+                        buckets = self._rolling.setdefault((scope, limit.counter_name), {})
+                        buckets[minute] = buckets.get(minute, 0) + limit.cost
+                    elif limit.window == MINUTE:
+                        self._fixed[(scope, limit.counter_name, MINUTE)] = (
+                            minute,
+                            count + limit.cost,
+                            (minute + 1) * 60,
+                        )
+                    else:
+                        self._fixed[(scope, limit.counter_name, PACIFIC_DAY)] = (
+                            day.day_id,
+                            count + limit.cost,
+                            day.end,
+                        )
+        return decision
+
+    def _sweep(self, now: float) -> None:
+        self._last_sweep = now
+        for key in [key for key, (_, _, end) in self._fixed.items() if end <= now]:
+            del self._fixed[key]
+        oldest_kept = int(now // 60) - ROLLING_BUCKETS + 1
+        for key in [key for key, buckets in self._rolling.items() if max(buckets, default=0) < oldest_kept]:
+            del self._rolling[key]
+
+
+# KEYS[i]: "rl:{<scope>}:<counter>:<window>", limit i's counter without its window instance.
+# ARGV[1]: "check" or "peek"; ARGV[2..10]: start, end, day id of the previous, current and next Pacific day
+# (zoneinfo's, from the caller's clock); then per limit i: ARGV[8+3i] window, ARGV[9+3i] limit, ARGV[10+3i] cost.
+# Returns {allowed 0|1, index of the first exceeded limit or 0, then remaining and reset_seconds per limit}.
+#
+# The clock is Redis's own TIME, so every worker counts into the same windows whatever its own clock says. Minute and
+# day counters are plain integers whose key name ends with the window instance (minute number, YYYYMMDD), so the
+# script builds key names from the clock: Redis Cluster tolerates undeclared keys only in the slot of the declared
+# ones, which the shared hash tag {<scope>} guarantees. A rolling counter is one hash of minute -> units.
+# All reads come before any write, and nothing is written unless every limit has room: all or nothing.
+_CHECK_SCRIPT = """
+local t = redis.call('TIME')
+local sec = tonumber(t[1])
+local now_us = sec * 1000000 + tonumber(t[2])
+local minute = math.floor(sec / 60)
+local margin = tonumber(ARGV[11 + 3 * #KEYS])
+
+local function reset_until(end_sec)
+  local r = math.floor((end_sec * 1000000 - now_us + 999999) / 1000000)
+  if r < 1 then r = 1 end
+  return r
+end
+
+-- The Pacific day that holds Redis's clock; the middle (current) one if the caller's clock is off by days.
+local day_id, day_end = ARGV[7], tonumber(ARGV[6])
+for d = 0, 2 do
+  local s, e = tonumber(ARGV[2 + 3 * d]), tonumber(ARGV[3 + 3 * d])
+  if s <= sec and sec < e then
+    day_id, day_end = ARGV[4 + 3 * d], e
+    break
+  end
+end
+
+local n = #KEYS
+local keys, used, resets, expire_at, stale = {}, {}, {}, {}, {}
+local exceeded = 0
+for i = 1, n do
+  local window, limit, cost = ARGV[8 + 3 * i], tonumber(ARGV[9 + 3 * i]), tonumber(ARGV[10 + 3 * i])
+  if window == 'rolling_10m' then
+    local fields = redis.call('HGETALL', KEYS[i])
+    local u, oldest, old = 0, minute, {}
+    for j = 1, #fields, 2 do
+      local bucket, count = tonumber(fields[j]), tonumber(fields[j + 1])
+      if bucket <= minute - 10 then
+        old[#old + 1] = fields[j]
+      else
+        u = u + count
+        if count > 0 and bucket < oldest then oldest = bucket end
+      end
+    end
+    keys[i], used[i], stale[i] = KEYS[i], u, old
+    resets[i] = reset_until((oldest + 10) * 60)
+    expire_at[i] = (minute + 10) * 60 + margin
+  else
+    local window_end
+    if window == 'minute' then
+      keys[i], window_end = KEYS[i] .. ':' .. minute, (minute + 1) * 60
+    else
+      keys[i], window_end = KEYS[i] .. ':' .. day_id, day_end
+    end
+    used[i] = tonumber(redis.call('GET', keys[i]) or 0)
+    resets[i] = reset_until(window_end)
+    expire_at[i] = window_end + margin
+  end
+  if exceeded == 0 and used[i] + cost > limit then exceeded = i end
+end
+
+local counting = ARGV[1] == 'check' and exceeded == 0
+local out = {exceeded == 0 and 1 or 0, exceeded}
+for i = 1, n do
+  local window, limit, cost = ARGV[8 + 3 * i], tonumber(ARGV[9 + 3 * i]), ARGV[10 + 3 * i]
+  local remaining = limit - used[i]
+  if counting then
+    remaining = remaining - tonumber(cost)
+    if window == 'rolling_10m' then
+      redis.call('HINCRBY', keys[i], minute, cost)
+      if #stale[i] > 0 then redis.call('HDEL', keys[i], unpack(stale[i])) end
+      redis.call('EXPIREAT', keys[i], expire_at[i])
+    elseif redis.call('INCRBY', keys[i], cost) == tonumber(cost) then
+      redis.call('EXPIREAT', keys[i], expire_at[i])  -- a new counter (or one that held 0): give it its TTL
+    end
+  end
+  if remaining < 0 then remaining = 0 end
+  out[#out + 1] = remaining
+  out[#out + 1] = resets[i]
+end
+return out
+"""
+
+
+class RedisLimiter:
+    """Counters in Redis shared by the fleet; one script call per check. See the module docstring for outages."""
+
+    def __init__(self, url: str, *, timeout: float = REDIS_TIMEOUT) -> None:
+        # No retries: a failed call goes to the fallback at once instead of doubling the wait. (redis-py's defaults
+        # for this have changed between versions, hence explicit.)
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+        self._script = self._redis.register_script(_CHECK_SCRIPT)  # EVALSHA, EVAL (SCRIPT LOAD) on NOSCRIPT
+        self._days = _PacificDays()
+        self._fallback = InProcessLimiter()
+        self._warned_at: float | None = None
+        self._unwarned = 0
+        self.fallbacks = 0  # checks answered by the in-process fallback since start, for tests and metrics
+
+    def check(self, scope: str, limits: list[Limit]) -> Decision:
+        return self._run(scope, limits, counting=True)
+
+    def peek(self, scope: str, limits: list[Limit]) -> list[LimitState]:
+        return self._run(scope, limits, counting=False).states
+
+    def _run(self, scope: str, limits: list[Limit], *, counting: bool) -> Decision:
+        if not limits:
+            return Decision(True, [], None)
+        _require_distinct(limits)
+        keys = [f"rl:{{{scope}}}:{limit.counter_name}:{limit.window}" for limit in limits]
+        args: list[str | int] = ["check" if counting else "peek"]
+        for day in self._days.around(time.time()):
+            args += day
+        for limit in limits:
+            args += (limit.window, limit.limit, limit.cost)
+        args.append(KEY_TTL_MARGIN)
+        try:
+            reply = self._script(keys=keys, args=args)
+        except RedisError as error:
+            self._note_fallback(error)
+            return self._fallback._run(scope, limits, counting=counting)
+        states = [
+            LimitState(limit.quota_id, limit.limit, int(reply[2 + 2 * i]), int(reply[3 + 2 * i]))
+            for i, limit in enumerate(limits)
+        ]
+        exceeded_at = int(reply[1])
+        return Decision(bool(reply[0]), states, states[exceeded_at - 1] if exceeded_at else None)
+
+    def _note_fallback(self, error: RedisError) -> None:
+        # Unlocked: two threads racing here can at worst miscount the checks reported in the next warning.
+        self.fallbacks += 1
+        self._unwarned += 1
+        now = time.monotonic()
+        if self._warned_at is None or now - self._warned_at >= FALLBACK_WARNING_INTERVAL:
+            self._warned_at = now
+            count, self._unwarned = self._unwarned, 0
+            logger.warning(
+                "Redis unavailable for quota checks (%r): %d check(s) counted in this process only since the last "
+                "warning; limits hold per process until Redis answers again",
+                error,
+                count,
+            )
+
+
+_limiters: dict[str, Limiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def get_limiter() -> Limiter:
+    """The process's limiter: RedisLimiter when settings.REDIS_URL is set, else InProcessLimiter.
+
+    One per process (per URL, so a test overriding REDIS_URL gets a matching one) because the fallback counters,
+    the connection pool and the loaded script's SHA must outlive a request.
+    """
+    url = settings.REDIS_URL
+    limiter = _limiters.get(url)
+    if limiter is None:
+        with _limiters_lock:
+            limiter = _limiters.get(url)
+            if limiter is None:
+                limiter = _limiters[url] = RedisLimiter(url) if url else InProcessLimiter()
+    return limiter

@@ -1,0 +1,222 @@
+"""The model catalog (prices, rate limits), fleet tokens, usage events and their rollups."""
+
+import hmac
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from studio import keyformat
+from studio.models import Tier
+
+MONEY = {"max_digits": 14, "decimal_places": 6, "null": True, "blank": True}  # USD per 1M tokens
+COST = {"max_digits": 20, "decimal_places": 9, "default": 0}  # USD, rated to the nano-dollar
+
+
+class CatalogModel(models.Model):
+    model_id = models.CharField(_("model ID"), max_length=64, primary_key=True)
+    display_name = models.CharField(_("name"), max_length=100)
+    free_tier_available = models.BooleanField(_("available on the free tier"), default=True)
+    context_window = models.PositiveIntegerField(_("context window (tokens)"))
+    # Prompts longer than this are priced at the long-prompt rates, for the whole request.
+    long_prompt_threshold = models.PositiveIntegerField(_("long-prompt threshold (tokens)"), null=True, blank=True)
+    batch_price_factor = models.DecimalField(_("batch price factor"), max_digits=4, decimal_places=3, default=0.5)
+    active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        verbose_name = _("model")
+        verbose_name_plural = _("models")
+        ordering = ["model_id"]
+
+    def __str__(self):
+        return self.model_id
+
+
+class Price(models.Model):
+    """A price version: in force from `effective_from` until the next version of the model."""
+
+    model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="prices")
+    effective_from = models.DateTimeField(_("effective from"))
+    input = models.DecimalField(_("input"), **MONEY)
+    output = models.DecimalField(_("output"), **MONEY)
+    cached_input = models.DecimalField(_("cached input"), **MONEY)
+    cache_storage = models.DecimalField(_("cache storage per 1M token-hours"), **MONEY)
+    long_input = models.DecimalField(_("input, long prompts"), **MONEY)
+    long_output = models.DecimalField(_("output, long prompts"), **MONEY)
+    long_cached_input = models.DecimalField(_("cached input, long prompts"), **MONEY)
+
+    class Meta:
+        verbose_name = _("price")
+        verbose_name_plural = _("prices")
+        ordering = ["model_id", "-effective_from"]
+        constraints = [models.UniqueConstraint(fields=["model", "effective_from"], name="one_price_per_model_and_time")]
+
+    def __str__(self):
+        return f"{self.model_id} from {self.effective_from:%Y-%m-%d}"
+
+
+class RateLimit(models.Model):
+    """Per project per model limits of a tier. None = no published limit."""
+
+    tier = models.CharField(_("tier"), max_length=10, choices=Tier.choices)
+    model = models.ForeignKey(CatalogModel, on_delete=models.CASCADE, related_name="rate_limits")
+    rpm = models.PositiveIntegerField(_("requests per minute"), null=True, blank=True)
+    tpm = models.PositiveIntegerField(_("input tokens per minute"), null=True, blank=True)
+    rpd = models.PositiveIntegerField(_("requests per day"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("rate limit")
+        verbose_name_plural = _("rate limits")
+        ordering = ["model_id", "tier"]
+        constraints = [models.UniqueConstraint(fields=["tier", "model"], name="one_rate_limit_per_tier_and_model")]
+
+    def __str__(self):
+        return f"{self.model_id} {self.tier}"
+
+
+class SpendLimit(models.Model):
+    """X9: spend-based limit per project over a rolling 10 minutes, per tier (optional)."""
+
+    tier = models.CharField(_("tier"), max_length=10, choices=Tier.choices, unique=True)
+    usd_per_10_minutes = models.DecimalField(_("USD per rolling 10 minutes"), max_digits=12, decimal_places=2)
+    enabled = models.BooleanField(_("enabled"), default=True)
+
+    class Meta:
+        verbose_name = _("spend limit")
+        verbose_name_plural = _("spend limits")
+
+    def __str__(self):
+        return f"{self.tier}: USD {self.usd_per_10_minutes} / 10 min"
+
+
+FLEET_PREFIX = "flt_"
+
+
+class FleetTokenQuerySet(models.QuerySet):
+    def authenticate(self, raw: str):
+        if not isinstance(raw, str) or not raw.startswith(FLEET_PREFIX) or len(raw) > 100:
+            return None
+        digest = keyformat.hash_key(raw)
+        token = self.filter(secret_hash=digest, revoked_at__isnull=True).first()
+        if token is None or not hmac.compare_digest(token.secret_hash, digest):
+            return None
+        return token
+
+
+class FleetToken(models.Model):
+    """A serving-fleet credential (`Authorization: Bearer flt_…`). Only a keyed hash is stored."""
+
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(_("prefix"), max_length=12)
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+
+    objects = FleetTokenQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("fleet token")
+        verbose_name_plural = _("fleet tokens")
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def issue(cls, *, name: str, created_by=None):
+        """Returns (token, raw secret); the secret is shown once and never stored."""
+        raw = FLEET_PREFIX + secrets.token_urlsafe(32)
+        token = cls.objects.create(
+            name=name, prefix=raw[:12], secret_hash=keyformat.hash_key(raw), created_by=created_by
+        )
+        return token, raw
+
+
+class Kind(models.TextChoices):
+    GENERATE = "generate", _("Generate")
+    COUNT_TOKENS = "count_tokens", _("Count tokens")
+    BATCH = "batch", _("Batch")
+
+
+class Source(models.TextChoices):
+    API = "api", _("API")
+    STUDIO = "studio", _("Studio")
+
+
+class UsageEvent(models.Model):
+    """One model request as the fleet reported it, rated once with the price then in force.
+
+    Kept for reconciliation; dashboards read UsageRollup. Written in bulk by usage.ingest.
+    """
+
+    event_id = models.CharField(max_length=100, unique=True)
+    project = models.ForeignKey("studio.Project", on_delete=models.PROTECT, related_name="+")
+    api_key = models.ForeignKey("studio.ApiKey", on_delete=models.PROTECT, related_name="+")
+    model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="+")
+    price = models.ForeignKey(Price, on_delete=models.PROTECT, null=True, related_name="+")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    source = models.CharField(max_length=8, choices=Source.choices)
+    status_code = models.PositiveSmallIntegerField()
+    input_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+    cached_tokens = models.BigIntegerField()
+    cache_token_hours = models.DecimalField(max_digits=20, decimal_places=6)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    billable = models.BooleanField()
+    counts_against_quota = models.BooleanField()
+    cost = models.DecimalField(**COST)
+    cost_input = models.DecimalField(**COST)
+    cost_output = models.DecimalField(**COST)
+    cost_cached = models.DecimalField(**COST)
+    cost_storage = models.DecimalField(**COST)
+
+    class Meta:
+        verbose_name = _("usage event")
+        verbose_name_plural = _("usage events")
+        indexes = [models.Index(fields=["project", "occurred_at"], name="usage_event_project_time")]
+
+    def __str__(self):
+        return self.event_id
+
+
+class Granularity(models.TextChoices):
+    MINUTE = "minute", _("Minute")
+    HOUR = "hour", _("Hour")
+    DAY = "day", _("Day")
+
+
+class UsageRollup(models.Model):
+    """Sums of usage per bucket (UTC minute, hour, day) × project × key × model, kept as events arrive."""
+
+    granularity = models.CharField(max_length=6, choices=Granularity.choices)
+    bucket_start = models.DateTimeField()
+    project = models.ForeignKey("studio.Project", on_delete=models.PROTECT, related_name="+")
+    api_key = models.ForeignKey("studio.ApiKey", on_delete=models.PROTECT, related_name="+")
+    model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="+")
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    cache_token_hours = models.DecimalField(max_digits=24, decimal_places=6, default=0)
+    cost = models.DecimalField(max_digits=24, decimal_places=9, default=0)
+
+    class Meta:
+        verbose_name = _("usage rollup")
+        verbose_name_plural = _("usage rollups")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["granularity", "bucket_start", "project", "api_key", "model"], name="one_rollup_per_bucket"
+            ),
+            models.CheckConstraint(condition=Q(requests__gte=0), name="rollup_requests_non_negative"),
+        ]
+        indexes = [models.Index(fields=["project", "granularity", "bucket_start"], name="rollup_project_time")]
+
+    def __str__(self):
+        return f"{self.granularity} {self.bucket_start:%Y-%m-%d %H:%M} {self.model_id}"

@@ -1,0 +1,74 @@
+"""Rating (R23): the exact cost of one usage event, by token class. Pure: no database.
+
+Rules, in order:
+- `count_tokens` is free and does not count against quota;
+- a failed request (HTTP 400 and 500 families) is free but counts against quota;
+- usage of a project that is not on a paid tier is free;
+- studio usage is free unless it came through a paid API key linked to the studio;
+- otherwise: input (less cached tokens) at the input price, cached tokens at the cached price,
+  output at the output price, cache storage per 1M token-hours; the long-prompt prices for the
+  whole request when the prompt exceeds the model's threshold; batch requests pay the model's
+  batch factor (50 %) on input and output.
+Each class is rounded half-up to the nano-dollar (billing.money.round_rating); the cost is their sum.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from billing.money import round_rating
+
+MILLION = Decimal(1_000_000)
+ZERO = Decimal("0")
+
+
+@dataclass(frozen=True)
+class Rated:
+    billable: bool
+    counts_against_quota: bool
+    cost_input: Decimal = ZERO
+    cost_output: Decimal = ZERO
+    cost_cached: Decimal = ZERO
+    cost_storage: Decimal = ZERO
+
+    @property
+    def cost(self) -> Decimal:
+        return self.cost_input + self.cost_output + self.cost_cached + self.cost_storage
+
+
+def rate(
+    *,
+    kind: str,
+    status_code: int,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int,
+    cache_token_hours: Decimal,
+    price,
+    model,
+    paid_project: bool,
+    studio: bool,
+    studio_key_linked: bool,
+) -> Rated:
+    if kind == "count_tokens":
+        return Rated(billable=False, counts_against_quota=False)
+    if status_code >= 400 or not paid_project or (studio and not studio_key_linked):
+        return Rated(billable=False, counts_against_quota=True)
+    long = model.long_prompt_threshold is not None and input_tokens > model.long_prompt_threshold
+    input_price = price.long_input if long and price.long_input is not None else price.input
+    output_price = price.long_output if long and price.long_output is not None else price.output
+    cached_price = price.long_cached_input if long and price.long_cached_input is not None else price.cached_input
+    factor = model.batch_price_factor if kind == "batch" else Decimal(1)
+
+    def cost(tokens, per_million, multiplier=Decimal(1)):
+        if not tokens:
+            return ZERO
+        return round_rating(Decimal(tokens) * (per_million or ZERO) * multiplier / MILLION)
+
+    return Rated(
+        billable=True,
+        counts_against_quota=True,
+        cost_input=cost(input_tokens - cached_tokens, input_price, factor),
+        cost_output=cost(output_tokens, output_price, factor),
+        cost_cached=cost(cached_tokens, cached_price),
+        cost_storage=cost(cache_token_hours, price.cache_storage),
+    )
