@@ -2,8 +2,9 @@
 
 Per scope (admission uses the project, ``"p123"``, and names per-model counters ``"<quota_id>:<model>"``) a
 check carries the tier's request limits (requests per minute, input tokens per minute, requests per Pacific day)
-and, optionally, a spend limit over a rolling 10 minutes. They are checked and counted together, all or nothing: if any one would be exceeded, nothing is counted,
-so a request refused for its tokens does not also use up a request of the minute.
+and, optionally, a spend limit over a rolling 10 minutes. They are checked and counted together, all or nothing:
+if any one would be exceeded, nothing is counted, so a request refused for its tokens does not also use up a
+request of the minute.
 
 Windows:
 

@@ -34,7 +34,7 @@ def test_compiled_catalogue_matches_the_source():
 @pytest.mark.skipif(shutil.which("xgettext") is None, reason="needs GNU gettext (xgettext)")
 def test_every_string_in_the_code_is_in_the_catalogue(tmp_path, settings, monkeypatch):
     base = Path(settings.BASE_DIR)
-    for folder in ("studio", "billing", "templates"):
+    for folder in ("studio", "billing", "usage", "templates"):
         shutil.copytree(base / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "migrations"))
     shutil.copytree(base / "locale", tmp_path / "locale")
     settings.LOCALE_PATHS = [tmp_path / "locale"]

@@ -5,16 +5,22 @@ from django.db import transaction
 
 from billing.demo import seed_billing
 from studio.demo import DEMO_PASSWORD, DEVELOPER, STAFF, seed_studio
+from usage.demo import seed_usage
 
 
 class Command(BaseCommand):
-    help = "Load the demo users, projects, API keys and billing accounts (idempotent)."
+    help = "Load the demo users, projects, API keys, billing accounts and fleet token (idempotent)."
 
     @transaction.atomic
     def handle(self, *args, **options):
         users = seed_studio()
         seed_billing(users)
+        fleet_token = seed_usage()
         self.stdout.write(self.style.SUCCESS("Demo data ready. Sign in at http://127.0.0.1:8000/ with:"))
         self.stdout.write(f"  developer: {DEVELOPER} / {DEMO_PASSWORD}  (existing billing user, two accounts)")
         self.stdout.write(f"  staff:     {STAFF} / {DEMO_PASSWORD}  (also /admin/)")
         self.stdout.write("  new billing user: sign up at http://127.0.0.1:8000/accounts/signup/")
+        self.stdout.write(
+            f"  fleet API: Authorization: Bearer {fleet_token}  (http://127.0.0.1:8000/api/v1/openapi.json)"
+        )
+        self.stdout.write("  traffic:   .venv/bin/python manage.py simulate_traffic  (while the server runs)")

@@ -1,0 +1,56 @@
+import pytest
+from django.core.management import call_command
+
+from studio.models import Tier, User
+from tests.factories import make_key, make_project
+from usage.demo import DEMO_FLEET_TOKEN
+from usage.models import FleetToken, UsageEvent
+
+
+def test_seed_demo_prints_a_working_fleet_token(db, capsys):
+    call_command("seed_demo")
+    call_command("seed_demo")
+
+    out = capsys.readouterr().out
+    assert f"Bearer {DEMO_FLEET_TOKEN}" in out
+    assert FleetToken.objects.authenticate(DEMO_FLEET_TOKEN).name == "Demo fleet (make run)"
+    assert FleetToken.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simulate_traffic_sends_checks_and_reports_to_a_running_server(live_server, capsys):
+    call_command("seed_demo")
+
+    call_command("simulate_traffic", "--url", live_server.url, "--seconds", "1", "--rps", "40", "--seed", "3")
+
+    out = capsys.readouterr().out
+    admitted = int(out.split("admitted ")[1].split(",")[0])
+    assert admitted > 10
+    assert UsageEvent.objects.count() == admitted
+    assert f"usage events accepted {admitted}" in out
+
+
+def test_settings_links_a_paid_key_to_the_studio_and_unlinks_it(client_for, owner):
+    paid_key, _ = make_key(make_project(owner, tier=Tier.TIER_1), name="Paid one")
+    free_key, _ = make_key(make_project(owner), name="Free one")
+    client = client_for(owner)
+
+    page = client.get("/settings/").content.decode()
+    assert "Paid one" in page and "Free one" not in page
+
+    client.post("/settings/", {"full_name": "", "language": "en", "studio_api_key": paid_key.pk})
+    assert User.objects.get(pk=owner.pk).studio_api_key == paid_key
+
+    refused = client.post("/settings/", {"full_name": "", "language": "en", "studio_api_key": free_key.pk})
+    assert refused.status_code == 422
+    client.post("/settings/", {"full_name": "", "language": "en", "studio_api_key": ""})
+    assert User.objects.get(pk=owner.pk).studio_api_key is None
+
+
+def test_settings_refuses_someone_elses_key(client_for, owner, outsider):
+    theirs, _ = make_key(make_project(outsider, tier=Tier.TIER_1))
+
+    response = client_for(owner).post("/settings/", {"full_name": "", "language": "en", "studio_api_key": theirs.pk})
+
+    assert response.status_code == 422
+    assert User.objects.get(pk=owner.pk).studio_api_key is None
