@@ -179,6 +179,22 @@ class CardForm(forms.Form):
         return cleaned
 
 
+    def add_to(self, profile, *, by):
+        """Verify the card with the processor and keep it on `profile` (raises PaymentError)."""
+        from billing.services import add_card
+
+        data = self.cleaned_data
+        return add_card(
+            profile,
+            number=data["number"],
+            exp_month=data["exp_month"],
+            exp_year=data["exp_year"],
+            cvc=data["cvc"],
+            brand=data["brand"],
+            by=by,
+        )
+
+
 class MoveProjectForm(forms.Form):
     account = forms.ChoiceField(label=_("Billing account"))
 

@@ -23,7 +23,7 @@ from billing.models import (
     TierRule,
 )
 from billing.processor import PaymentError
-from billing.services import BillingError, add_card, link_project, make_primary, remove_payment_method, unlink_project
+from billing.services import BillingError, link_project, make_primary, remove_payment_method, unlink_project
 from billing.views.access import get_account_for_user, get_linked_project_for_user, get_payment_method_for_user
 from studio.views.rendering import finish, render_page
 
@@ -125,17 +125,8 @@ def add_payment_method(request: HttpRequest) -> HttpResponse:
     form = CardForm(request.POST if request.method == "POST" else None)
     error = None
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
         try:
-            add_card(
-                profile,
-                number=data["number"],
-                exp_month=data["exp_month"],
-                exp_year=data["exp_year"],
-                cvc=data["cvc"],
-                brand=data["brand"],
-                by=request.user,
-            )
+            form.add_to(profile, by=request.user)
         except PaymentError as declined:
             error = declined.reason
         else:

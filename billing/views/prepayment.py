@@ -14,7 +14,7 @@ from billing.forms import BANK_TRANSFER, NEW_CARD, CardForm, PrepaymentForm, Ref
 from billing.models import BillingAdministrator, PaymentMethod, PaymentsProfile, PaymentStatus, Prepayment
 from billing.payments import pay_prepayment, refundable, request_refund
 from billing.processor import PaymentError
-from billing.services import BillingError, add_card
+from billing.services import BillingError
 from billing.views.access import get_account_for_user
 from studio.models import Project
 from studio.views.rendering import KEYS_CHANGED, finish, render_page
@@ -79,17 +79,8 @@ def _chosen_method(request, account, choice, card_form):
     if choice == BANK_TRANSFER:
         return None
     if choice == NEW_CARD:
-        card = card_form.cleaned_data
         profile = PaymentsProfile.objects.filter(owner=request.user).first() or account.payments_profile
-        return add_card(
-            profile,
-            number=card["number"],
-            exp_month=card["exp_month"],
-            exp_year=card["exp_year"],
-            cvc=card["cvc"],
-            brand=card["brand"],
-            by=request.user,
-        )
+        return card_form.add_to(profile, by=request.user)
     return choice
 
 

@@ -15,7 +15,6 @@ from billing.models.wizard import SetupFlow
 from billing.processor import PaymentError
 from billing.services import (
     BillingError,
-    add_card,
     finish_setup,
     is_new_billing_user,
     required_prepayment,
@@ -173,17 +172,8 @@ def payment_method_dialog(request: HttpRequest, setup_id) -> HttpResponse:
     if form.is_bound and profile is None:
         error = _("Add your contact information first: a payment method belongs to a payments profile.")
     elif form.is_bound and form.is_valid():
-        data = form.cleaned_data
         try:
-            method = add_card(
-                profile,
-                number=data["number"],
-                exp_month=data["exp_month"],
-                exp_year=data["exp_year"],
-                cvc=data["cvc"],
-                brand=data["brand"],
-                by=request.user,
-            )
+            method = form.add_to(profile, by=request.user)
         except PaymentError as declined:
             error = declined.reason
         else:

@@ -1,4 +1,3 @@
-import threading
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -7,7 +6,6 @@ import pytest
 import time_machine
 from django.core import mail
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from billing import ledger
@@ -34,6 +32,7 @@ from billing.payments import (
 from billing.processor import get_processor
 from billing.services import BillingError, add_card
 from studio.models import BillingState, Tier
+from tests.concurrency import at_once
 from tests.factories import make_account, make_project, make_user
 
 D = Decimal
@@ -229,23 +228,8 @@ def test_fifty_concurrent_submissions_of_one_attempt_charge_once():
     account = make_account(owner, prepayment_due=True, projects=[make_project(owner)])
     method = card(account)
     attempt = uuid.uuid4()
-    barrier = threading.Barrier(50)
-    results, errors = [], []
 
-    def submit():
-        barrier.wait()
-        try:
-            results.append(pay(account, method, attempt=attempt).pk)
-        except Exception as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=submit) for _ in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results, errors = at_once(lambda _: pay(account, method, attempt=attempt).pk, 50)
 
     assert errors == []
     assert set(results) == {attempt}
@@ -305,25 +289,10 @@ def test_concurrent_refund_requests_never_exceed_the_balance():
     owner = make_user("refunds@example.com")
     account = make_account(owner, prepayment_due=True, projects=[make_project(owner)])
     pay(account, card(account), amount=D("40"))
-    barrier = threading.Barrier(10)
-    accepted = []
-
-    def ask():
-        barrier.wait()
-        try:
-            accepted.append(request_refund(account, amount=D("25"), reason="", by=owner))
-        except BillingError:
-            pass
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=ask) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    accepted, refused = at_once(lambda _: request_refund(account, amount=D("25"), reason="", by=owner), 10)
 
     assert len(accepted) == 1
+    assert len(refused) == 9 and all(isinstance(error, BillingError) for error in refused)
     assert RefundRequest.objects.count() == 1
 
 

@@ -1,10 +1,8 @@
 import re
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from billing.models import (
@@ -18,6 +16,7 @@ from billing.models import (
 )
 from billing.services import finish_setup, start_setup
 from studio.models import BillingState, Role, Tier
+from tests.concurrency import at_once
 from tests.factories import make_account, make_card, make_key, make_profile, make_project, make_user
 
 CONTACT = {
@@ -290,22 +289,9 @@ def test_concurrent_finishes_create_one_account_and_one_welcome_credit():
     session = start_setup(owner, project=project)
     session.country_id, session.terms_accepted, session.payment_method = "US", True, make_card(profile)
     session.save()
-    barrier = threading.Barrier(6)
-    results = []
+    results, errors = at_once(lambda _: finish_setup(session).pk, 6)
 
-    def finish():
-        barrier.wait()
-        try:
-            results.append(finish_setup(session).pk)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=finish) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
+    assert errors == []
     assert len(results) == 6 and len(set(results)) == 1
     assert BillingAccount.objects.count() == 1
     assert Credit.objects.filter(kind=CreditKind.WELCOME).count() == 1

@@ -1,10 +1,8 @@
-import threading
-
 import pytest
-from django.db import connection
 
 from studio.models import ApiKey, Membership, Project, Role
 from studio.services import StudioError, import_projects, provision_defaults
+from tests.concurrency import at_once
 from tests.factories import add_member, make_project, make_user
 
 
@@ -37,22 +35,10 @@ def test_provision_defaults_twice_creates_nothing_more(db):
 @pytest.mark.django_db(transaction=True)
 def test_provision_defaults_concurrently_creates_one_project():
     user = make_user("race@example.com")
-    barrier = threading.Barrier(4)
-    results = []
 
-    def provision():
-        barrier.wait()
-        try:
-            results.append(provision_defaults(user))
-        finally:
-            connection.close()
+    results, errors = at_once(lambda _: provision_defaults(user), 4)
 
-    threads = [threading.Thread(target=provision) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
+    assert errors == []
     assert sum(result is not None for result in results) == 1
     assert Project.objects.filter(memberships__user=user).count() == 1
     assert ApiKey.objects.filter(project__memberships__user=user).count() == 1

@@ -1,14 +1,13 @@
 import random
-import threading
 from datetime import timedelta
 from decimal import Decimal as D
 
 import pytest
-from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
 from studio.models import User
+from tests.concurrency import at_once
 from usage.ingest import ingest
 from usage.models import CatalogModel, Price, UsageEvent, UsageRollup
 
@@ -261,19 +260,13 @@ def test_ten_thousand_events_replayed_three_times_one_concurrent_and_shuffled_eq
     rng.shuffle(shuffled)
     reshuffled = [shuffled[i : i + 1000] for i in range(0, len(shuffled), 1000)]
 
-    def replay(part):
-        try:
-            for batch in part:
-                ingest(batch, now=now)
-        finally:
-            connection.close()
+    def replay(i):
+        for batch in reshuffled[i::4]:
+            ingest(batch, now=now)
 
-    threads = [threading.Thread(target=replay, args=(reshuffled[i::4],)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _, errors = at_once(replay, 4)
 
+    assert errors == []
     assert totals() == one_pass
     assert UsageEvent.objects.count() == 10_000
 
@@ -289,18 +282,9 @@ def test_a_first_pass_split_over_concurrent_writers_equals_a_single_writer(event
     events = [event(key, occurred_at=(now - timedelta(seconds=i % 600)).isoformat()) for i in range(4000)]
     doubled = events + events  # every event sent twice, by different writers at once
 
-    def send(part):
-        try:
-            ingest(part, now=now)
-        finally:
-            connection.close()
+    _, errors = at_once(lambda i: ingest(doubled[i::8], now=now), 8)
 
-    threads = [threading.Thread(target=send, args=(doubled[i::8],)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
+    assert errors == []
     assert UsageEvent.objects.count() == 4000
     assert totals()["day"][0] == 4000
     assert totals()["minute"][0] == 4000
