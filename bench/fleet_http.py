@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
@@ -231,11 +232,11 @@ class Client:
         return response.status, response.read()
 
 
-def ingest_client(number, port, token, key_ids, batches, replay_every, ready, go, window, results) -> None:
+def ingest_client(number, port, token, key_ids, batches, replay_every, seed, ready, go, window, results) -> None:
     """Send the prepared batches back to back until the window closes; every `replay_every`-th batch is a replay
     of one this client sent before. Puts one (completed at, seconds, accepted, duplicates, rejected, status, replay)
     per batch, the first body and the number of connections opened on `results`."""
-    bodies = make_bodies(1000 + number, key_ids, batches)
+    bodies = make_bodies(seed + number, key_ids, batches)
     client = Client(port, {"Authorization": f"Bearer {token}"})
     rng = random.Random(number)
     ready.put(number)
@@ -295,9 +296,59 @@ def check_client(number, port, token, raw_keys, ready, go, window, results) -> N
     results.put((number, samples, client.connects, statuses))
 
 
-def run_clients(target, count: int, arguments: tuple, warmup: float, duration: float) -> tuple[list, float, float]:
+CPU_GROUPS = ("gunicorn", "PostgreSQL", "Redis", "clients")
+
+
+def cpu_seconds(server_pid: int, client_pids: set[int]) -> dict[str, float]:
+    """CPU seconds used so far by gunicorn (master and workers), PostgreSQL, Redis and the clients, and the machine's
+    busy and total CPU seconds (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys(CPU_GROUPS, 0.0)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        pid, ppid, seconds = int(entry.name), int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
+        if server_pid in (pid, ppid):
+            used["gunicorn"] += seconds
+        elif name == "postgres":
+            used["PostgreSQL"] += seconds
+        elif name == "redis-server":
+            used["Redis"] += seconds
+        elif pid in client_pids:
+            used["clients"] += seconds
+    cpu = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    used["busy"] = (sum(cpu) - cpu[3] - cpu[4]) / ticks  # all but idle and iowait
+    used["total"] = sum(cpu) / ticks
+    return used
+
+
+@dataclass
+class Run:
+    results: list  # what each client put on the results queue, by client number
+    start: float  # the measured part of the window, time.monotonic() (after the warm-up)
+    end: float
+    cpu: dict[str, float]  # CPU seconds used during the measured part, by CPU_GROUPS, "busy" and "total"
+
+    def share(self, seconds: float) -> str:
+        return f"{seconds / self.cpu['total']:.0%}"
+
+    def cpu_line(self) -> str:
+        """Where the machine's CPU went while measured, as shares of all its CPUs ("other": the rest of the
+        machine, e.g. a test suite running meanwhile)."""
+        other = self.cpu["busy"] - sum(self.cpu[group] for group in CPU_GROUPS)
+        shares = [f"{group} {self.share(self.cpu[group])}" for group in CPU_GROUPS]
+        idle = self.share(self.cpu["total"] - self.cpu["busy"])
+        return f"{', '.join(shares)}, other {self.share(max(other, 0))}, idle {idle}"
+
+
+def run_clients(target, count: int, arguments: tuple, warmup: float, duration: float, server_pid: int) -> Run:
     """Start `count` client processes, wait until each has prepared its data, open the window for all of them at
-    once; returns their results and the (start, end) of the measured part of the window (after the warm-up)."""
+    once, and measure the CPU used by each party after the warm-up."""
     context = multiprocessing.get_context("spawn")  # clean children: no Django, no inherited connections
     ready, results, go = context.Queue(), context.Queue(), context.Event()
     window = context.Value("d", 0.0)
@@ -313,10 +364,16 @@ def run_clients(target, count: int, arguments: tuple, warmup: float, duration: f
         start = time.monotonic()
         window.value = start + warmup + duration
         go.set()
-        collected = sorted((results.get(timeout=warmup + duration + 120) for _ in processes), key=lambda r: r[0])
+        clients = {process.pid for process in processes}
+        time.sleep(warmup)
+        before = cpu_seconds(server_pid, clients)
+        time.sleep(max(0.0, start + warmup + duration - time.monotonic()))
+        after = cpu_seconds(server_pid, clients)
+        collected = sorted((results.get(timeout=120) for _ in processes), key=lambda r: r[0])
         for process in processes:
             process.join(timeout=10)
-        return collected, start + warmup, start + warmup + duration
+        cpu = {name: after[name] - before[name] for name in after}
+        return Run(collected, start + warmup, start + warmup + duration, cpu)
     finally:
         for process in processes:
             if process.is_alive():
@@ -330,19 +387,19 @@ def percentile(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(values) > 1 else values[0]
 
 
-def ingestion(args, port: int, token: str, key_ids: list[int], replay_every: int) -> tuple[int, bytes]:
+def ingestion(args, server_pid: int, port: int, token: str, key_ids: list[int], replay_every: int) -> tuple[int, bytes]:
     """One ingestion run; prints its figures, returns (events accepted in all, one body that was sent)."""
     per_client = math.ceil(CEILING_EVENTS_PER_S * (args.warmup + args.duration) / BATCH / args.clients)
-    arguments = (port, token, key_ids, per_client, replay_every)
-    collected, start, end = run_clients(ingest_client, args.clients, arguments, args.warmup, args.duration)
-    samples = [sample for _, client_samples, *_ in collected for sample in client_samples]
-    timed = [s for s in samples if start <= s[0] < end]
+    arguments = (port, token, key_ids, per_client, replay_every, secrets.randbits(64))  # new event ids every run
+    run = run_clients(ingest_client, args.clients, arguments, args.warmup, args.duration, server_pid)
+    samples = [sample for _, client_samples, *_ in run.results for sample in client_samples]
+    timed = [s for s in samples if run.start <= s[0] < run.end]
     fresh = [s for s in timed if not s[6]]
     replays = [s for s in timed if s[6]]
     errors = [s for s in samples if s[5] != 200 or s[4]]
     accepted = sum(s[2] for s in timed)
     handled = sum(s[2] + s[3] + s[4] for s in timed)
-    connects = sum(c[3] for c in collected)
+    connects = sum(c[3] for c in run.results)
     label = f"with a replay every {replay_every} batches" if replay_every else "new events only"
     print(f"\nusage:report, {label}: {args.clients} clients × {BATCH:,}-event batches, {args.duration:g} s timed")
     print(f"  events accepted/s   {accepted / args.duration:10,.0f}")
@@ -354,37 +411,44 @@ def ingestion(args, port: int, token: str, key_ids: list[int], replay_every: int
             latencies = [s[1] * 1000 for s in batch]
             p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
             print(f"  latency, {label + ':':<18} p50 {p50:6.1f} ms   p95 {p95:6.1f} ms   max {max(latencies):6.1f} ms")
+    if timed:
+        per_batch = {group: run.cpu[group] / len(timed) * 1000 for group in ("gunicorn", "PostgreSQL")}
+        print(f"  CPU ms per batch    gunicorn {per_batch['gunicorn']:.0f}, PostgreSQL {per_batch['PostgreSQL']:.0f}")
+    print(f"  CPU, of all CPUs    {run.cpu_line()}")
     print(f"  TCP connections     {connects:10,}   for {len(samples):,} requests (warm-up included)")
-    if any(c[4] for c in collected):
+    if any(c[4] for c in run.results):
         print(f"  NOTE: a client ran out of its {per_client} prepared batches: the figures are a lower bound")
     if errors:
         print(f"  ERRORS: {len(errors)} batches answered non-200 or with rejected events, e.g. {errors[0]}")
-    return sum(s[2] for s in samples), collected[0][2]
+    return sum(s[2] for s in samples), run.results[0][2]
 
 
-def admission(args, port: int, token: str, raw_keys: list[str]) -> None:
+def admission(args, server_pid: int, port: int, token: str, raw_keys: list[str]) -> None:
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
     arguments = (port, token, raw_keys)
-    collected, start, end = run_clients(check_client, args.check_clients, arguments, args.warmup, args.check_duration)
-    samples = [sample for _, client_samples, *_ in collected for sample in client_samples]
-    timed = [s for s in samples if start <= s[0] < end]
+    run = run_clients(check_client, args.check_clients, arguments, args.warmup, args.check_duration, server_pid)
+    samples = [sample for _, client_samples, *_ in run.results for sample in client_samples]
+    timed = [s for s in samples if run.start <= s[0] < run.end]
     latencies = [s[1] * 1000 for s in timed]
     statuses = {}
-    for _, _, _, client_statuses in collected:
+    for _, _, _, client_statuses in run.results:
         for status, count in client_statuses.items():
             statuses[status] = statuses.get(status, 0) + count
     allowed = sum(1 for s in timed if s[2])
+    connects = sum(c[2] for c in run.results)
     print(f"\nquota:check: {args.check_clients} clients, one check per request, {args.check_duration:g} s timed")
     print(f"  checks/s            {len(timed) / args.check_duration:10,.0f}   ({allowed / len(timed):.1%} allowed)")
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    print(f"  latency             p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   max {max(latencies):6.2f} ms")
+    per_check = {group: run.cpu[group] / len(timed) * 1000 for group in CPU_GROUPS}
     print(
-        f"  latency             p50 {percentile(latencies, 50):6.2f} ms   p99 {percentile(latencies, 99):6.2f} ms"
-        f"   max {max(latencies):6.2f} ms"
+        f"  CPU ms per check    gunicorn {per_check['gunicorn']:.2f}, PostgreSQL {per_check['PostgreSQL']:.2f}, "
+        f"Redis {per_check['Redis']:.2f}, clients {per_check['clients']:.2f}"
     )
-    print(
-        f"  TCP connections     {sum(c[2] for c in collected):10,}   for {len(samples):,} requests (warm-up included)"
-    )
+    print(f"  CPU, of all CPUs    {run.cpu_line()}")
+    print(f"  TCP connections     {connects:10,}   for {len(samples):,} requests (warm-up included)")
     print(f"  HTTP statuses       {dict(sorted(statuses.items()))}")
     redis.Redis.from_url(REDIS_URL).flushdb()
 
@@ -426,7 +490,7 @@ def in_process(key_ids: list[int], batches: int, profile_batches: int) -> None:
 
     from usage.ingest import ingest
 
-    bodies = make_bodies(99, key_ids, batches + profile_batches + 2)
+    bodies = make_bodies(secrets.randbits(64), key_ids, batches + profile_batches + 2)
     for body in bodies[:2]:  # warm-up: catalog, staging table
         ingest(orjson.loads(body)["events"])
     seconds = []
@@ -514,13 +578,13 @@ def main() -> int:
 
         server = start_gunicorn(command, environment, log)
         port = int(command[command.index("--bind") + 1].rsplit(":", 1)[1])
-        accepted, body = ingestion(args, port, token, key_ids, replay_every=0)
+        accepted, body = ingestion(args, server.pid, port, token, key_ids, replay_every=0)
         if args.replay_every:
-            more, _ = ingestion(args, port, token, key_ids, replay_every=args.replay_every)
+            more, _ = ingestion(args, server.pid, port, token, key_ids, replay_every=args.replay_every)
             accepted += more
         ok = sanity(port, token, accepted, body)
         connections.close_all()
-        admission(args, port, token, raw_keys)
+        admission(args, server.pid, port, token, raw_keys)
         stop_gunicorn(server)
 
         if args.in_process or args.profile:

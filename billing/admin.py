@@ -1,8 +1,9 @@
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
-from billing import payments
+from billing import payments, services
 from billing.models import (
+    AccountStatus,
     BillingAccount,
     BillingAdministrator,
     Country,
@@ -104,6 +105,24 @@ class BillingAccountAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    @admin.action(description=_("Suspend (stops paid usage of its projects)"))
+    def suspend(self, request, queryset):
+        for account in queryset:
+            services.set_account_status(account, AccountStatus.SUSPENDED, by=request.user, reason="admin action")
+        self.message_user(request, _("Suspended the selected accounts."))
+
+    @admin.action(description=_("Reinstate"))
+    def reinstate(self, request, queryset):
+        for account in queryset:
+            services.set_account_status(account, AccountStatus.ACTIVE, by=request.user, reason="admin action")
+        self.message_user(request, _("Reinstated the selected accounts."))
+
+    @admin.action(description=_("Require the one-time prepayment"))
+    def require_prepayment(self, request, queryset):
+        for account in queryset:
+            services.require_prepayment(account, by=request.user, reason="admin action")
+        self.message_user(request, _("The selected accounts must now make the one-time prepayment."))
 
 
 @admin.register(PaymentsProfile)

@@ -178,7 +178,6 @@ class CardForm(forms.Form):
                 )
         return cleaned
 
-
     def add_to(self, profile, *, by):
         """Verify the card with the processor and keep it on `profile` (raises PaymentError)."""
         from billing.services import add_card

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
-from billing import emails, ledger, tiers
+from billing import emails, ledger
 from billing.models import (
     BillingAccount,
     CreditKind,
@@ -25,12 +25,11 @@ from billing.models import (
     PaymentStatus,
     Prepayment,
     PrepaymentStatus,
-    ProjectBilling,
     RefundRequest,
     RefundStatus,
 )
 from billing.processor import PaymentError, ProcessorTimeout, get_processor
-from billing.services import BillingError
+from billing.services import BillingError, reevaluate_projects
 from studio.models import ActorKind, AuditEvent, BillingState
 
 log = logging.getLogger(__name__)
@@ -140,12 +139,12 @@ def _settle(prepayment: Prepayment, status: str, *, reference: str = "", failure
         )
         if status == PaymentStatus.SUCCEEDED:
             # R14: every linked project moves up at once, and the new limits apply to the next request.
-            for link in ProjectBilling.objects.select_related("project").filter(account=account):
-                if link.project.billing_state == BillingState.PREPAYMENT_DUE:
-                    tier, state = tiers.eligible_tier(account), BillingState.ACTIVE
-                    tiers.set_project_tier(
-                        link.project, tier, state, by=locked.created_by, reason=gettext_noop("Prepayment received")
-                    )
+            reevaluate_projects(
+                account,
+                by=locked.created_by,
+                reason=gettext_noop("Prepayment received"),
+                from_states=(BillingState.PREPAYMENT_DUE,),
+            )
             transaction.on_commit(lambda: emails.prepayment_succeeded(locked))
     return locked
 
@@ -171,6 +170,9 @@ def reconcile_payments(*, now=None) -> list[Prepayment]:
             settled.append(_settle(attempt, PaymentStatus.FAILED, failure_code=record.code))
         elif record.status == "succeeded":
             settled.append(_settle(attempt, PaymentStatus.SUCCEEDED, reference=record.reference))
+        elif record.status == "pending" and attempt.status != PaymentStatus.PENDING:
+            # A bank transfer whose answer was lost: it is waiting for the money, not failed.
+            settled.append(_settle(attempt, PaymentStatus.PENDING, reference=record.reference))
     return settled
 
 
@@ -214,7 +216,27 @@ def request_refund(account: BillingAccount, *, amount: Decimal, reason: str, by)
 
 
 def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundRequest:
-    """Staff approve: the amount leaves the prepayment credit (ledger REFUND entries)."""
+    """Staff approve: the money goes back through the processor, then leaves the prepayment credit.
+
+    The processor call is idempotent by the request (two staff approving at once refund once) and
+    made outside any lock. The ledger is written once, under the account's lock: REFUND entries on
+    the prepayment credits; should usage have used the credit meanwhile, the part no longer
+    covered is added to what the account owes (an ADJUSTMENT), so the books still balance.
+    """
+    if request.status != RefundStatus.PENDING:
+        return request
+    attempt = Prepayment.objects.filter(account_id=request.account_id, status=PaymentStatus.SUCCEEDED).first()
+    if attempt is None:
+        raise BillingError(_("The prepayment credit no longer covers this refund."))
+    covered = sum(
+        (c.remaining for c in ledger.credits_with_remaining(request.account) if c.kind == CreditKind.PREPAYMENT),
+        Decimal("0"),
+    )
+    if covered < request.amount:
+        raise BillingError(_("The prepayment credit no longer covers this refund."))
+    get_processor().refund(
+        reference=attempt.processor_reference, amount=request.amount, idempotency_key=f"refund:{request.pk}"
+    )
     with transaction.atomic():
         BillingAccount.objects.select_for_update().get(pk=request.account_id)
         locked = RefundRequest.objects.select_for_update().get(pk=request.pk)
@@ -236,7 +258,14 @@ def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundReque
             )
             left -= taken
         if left > 0:
-            raise BillingError(_("The prepayment credit no longer covers this refund."))
+            LedgerEntry.objects.create(
+                account_id=locked.account_id,
+                kind=EntryKind.ADJUSTMENT,
+                amount=left,
+                description=_("Refunded prepayment already used for usage"),
+                idempotency_key=f"refund:{locked.pk}:owed",
+                created_by=by,
+            )
         locked.status, locked.reviewed_by, locked.reviewed_at, locked.review_note = (
             RefundStatus.REFUNDED,
             by,

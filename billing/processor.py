@@ -25,7 +25,7 @@ class CardToken:
 
 @dataclass(frozen=True)
 class ChargeResult:
-    status: str  # "succeeded" or "pending" (bank transfer awaiting the money)
+    status: str  # "succeeded", "pending" (bank transfer awaiting the money) or "refunded"
     reference: str
 
 
@@ -46,6 +46,7 @@ REASONS = {
     "card_declined": _("Your card was declined. Try another card or contact your bank."),
     "insufficient_funds": _("Your card was declined for insufficient funds."),
     "processing_error": _("The card could not be processed. Try again in a few minutes."),
+    "refund_refused": _("The payment processor refused the refund."),
 }
 
 
@@ -110,6 +111,18 @@ class TestProcessor:
         from billing.models import TestProcessorCharge
 
         TestProcessorCharge.objects.filter(reference=reference, status="pending").update(status="succeeded")
+
+    def refund(self, *, reference: str, amount: Decimal, idempotency_key: str) -> ChargeResult:
+        """Pay back (part of) a charge to where it came from. Idempotent by key."""
+        from billing.models import TestProcessorCharge
+
+        existing = TestProcessorCharge.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return self._result(existing)
+        charge = TestProcessorCharge.objects.filter(reference=reference, status="succeeded").first()
+        if charge is None or amount > charge.amount:
+            raise PaymentError("refund_refused", reason_for("refund_refused"))
+        return self._result(self._record(idempotency_key, charge.token, -amount, "refunded", ""))
 
     def lookup(self, *, idempotency_key: str):
         """The processor's own record of a charge: ChargeResult, a PaymentError, or None if none."""

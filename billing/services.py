@@ -16,6 +16,7 @@ from django.utils.translation import gettext_noop
 
 from billing import emails, ledger, tiers
 from billing.models import (
+    AccountStatus,
     BillingAccount,
     BillingAdministrator,
     CreditKind,
@@ -28,7 +29,7 @@ from billing.models import (
 )
 from billing.models.wizard import SetupFlow
 from billing.processor import get_processor
-from studio.models import WRITE_ROLES, AuditEvent, BillingState, Project, Tier
+from studio.models import WRITE_ROLES, ActorKind, AuditEvent, BillingState, Project, Tier
 
 
 class BillingError(Exception):
@@ -71,11 +72,65 @@ def required_prepayment(account: BillingAccount) -> PrepaymentDecision:
 
 
 def project_state_for(account: BillingAccount) -> tuple[str, str]:
-    """(tier, billing state) for a project linked to `account`: Action required while the
-    prepayment is outstanding, otherwise the tier the account qualifies for (R17, R18)."""
+    """(tier, billing state) for a project linked to `account`: free while the account is
+    suspended or closed (R18) or its prepayment is outstanding, otherwise the tier the account
+    qualifies for (R17)."""
+    if account.status != AccountStatus.ACTIVE:
+        return Tier.FREE, BillingState.SUSPENDED
     if account.prepayment_outstanding:
         return Tier.FREE, BillingState.PREPAYMENT_DUE
     return tiers.eligible_tier(account), BillingState.ACTIVE
+
+
+def reevaluate_projects(account: BillingAccount, *, by, reason: str, from_states=None):
+    """Put every project linked to `account` (in `from_states`, if given) in the state the account now gives it."""
+    state = project_state_for(account)
+    for link in ProjectBilling.objects.select_related("project").filter(account=account):
+        tiers.set_project_tier(link.project, *state, by=by, reason=reason, linked_to=account, from_states=from_states)
+
+
+def set_account_status(account: BillingAccount, status: str, *, by, reason: str) -> BillingAccount:
+    """Suspend, reinstate or close a billing account (staff, R25); its projects follow (R18)."""
+    with transaction.atomic():
+        locked = BillingAccount.objects.select_for_update().get(pk=account.pk)
+        if locked.status == status:
+            return locked
+        before = locked.status
+        locked.status = status
+        locked.save(update_fields=["status"])
+        AuditEvent.record(
+            actor=by,
+            actor_kind=ActorKind.STAFF,
+            action="billing_account.status",
+            obj=locked,
+            before={"status": before},
+            after={"status": status},
+            reason=reason,
+        )
+        reevaluate_projects(locked, by=by, reason=gettext_noop("Billing account status changed"))
+    return locked
+
+
+def require_prepayment(account: BillingAccount, *, by, reason: str) -> BillingAccount:
+    """Staff flag (R12): the account must make the one-time prepayment; its projects show Action required."""
+    with transaction.atomic():
+        locked = BillingAccount.objects.select_for_update().get(pk=account.pk)
+        if locked.prepayment_flagged:
+            return locked
+        locked.prepayment_flagged = True
+        update = ["prepayment_flagged"]
+        if locked.prepayment_status == PrepaymentStatus.NOT_REQUIRED:
+            locked.prepayment_status = PrepaymentStatus.REQUIRED
+            locked.prepayment_amount = required_prepayment(locked).amount
+            update += ["prepayment_status", "prepayment_amount"]
+        locked.save(update_fields=update)
+        AuditEvent.record(
+            actor=by, actor_kind=ActorKind.STAFF, action="billing_account.require_prepayment", obj=locked, reason=reason
+        )
+        reevaluate_projects(locked, by=by, reason=gettext_noop("Prepayment required"))
+        decision = required_prepayment(locked)
+        transaction.on_commit(lambda: emails.prepayment_required(locked, decision))
+    return locked
 
 
 # Linking (R18)
@@ -87,7 +142,10 @@ def writable_projects(user):
 
 def link_project(project: Project, account: BillingAccount, *, by) -> ProjectBilling:
     """Link (or move) a project to `account` and re-evaluate its tier."""
+    if account.status != AccountStatus.ACTIVE:
+        raise BillingError(_("This billing account is suspended or closed. Choose another one."))
     with transaction.atomic():
+        account = BillingAccount.objects.select_for_update().get(pk=account.pk)  # its prepayment state is read below
         link, _created = ProjectBilling.objects.select_for_update().update_or_create(
             project=project, defaults={"account": account, "linked_by": by, "linked_at": timezone.now()}
         )

@@ -64,15 +64,31 @@ def eligible_tier(account: BillingAccount, *, now=None) -> str:
     return tier_for(standing.total_spend, (now - first).days if first else None, TierRule.objects.all())
 
 
-def set_project_tier(project: Project, tier: str, billing_state: str, *, by=None, reason: str) -> bool:
+def set_project_tier(
+    project: Project,
+    tier: str,
+    billing_state: str,
+    *,
+    by=None,
+    reason: str,
+    linked_to: BillingAccount | None = None,
+    from_states: tuple[str, ...] | None = None,
+) -> bool:
     """The one writer of a project's tier: locks, records history and audit. True if it changed.
 
+    Callers that decided from rows read earlier pass what they assumed, re-checked under the
+    project's lock: `linked_to` (the project must still be billed to that account) and
+    `from_states` (its billing state must still be one of these). If not, nothing changes.
     `reason` is stored in English (mark it with gettext_noop) and translated when shown.
     """
     with transaction.atomic():
         locked = Project.objects.select_for_update().get(pk=project.pk)
         before = (locked.tier, locked.billing_state)
         if before == (tier, billing_state):
+            return False
+        if linked_to is not None and not ProjectBilling.objects.filter(project=locked, account=linked_to).exists():
+            return False
+        if from_states is not None and locked.billing_state not in from_states:
             return False
         locked.tier, locked.billing_state = tier, billing_state
         if tier in (Tier.FREE, Tier.TIER_3):
@@ -95,7 +111,8 @@ def set_project_tier(project: Project, tier: str, billing_state: str, *, by=None
 def refresh_upgrade_flags(account: BillingAccount, *, now=None) -> None:
     """Show **Upgrade** on exactly the projects of `account` that qualify for a higher tier."""
     eligible = eligible_tier(account, now=now)
-    for project in Project.objects.filter(billing__account=account, billing_state=BillingState.ACTIVE):
+    linked = Project.objects.filter(billing__account=account, billing_state=BillingState.ACTIVE).exclude(tier=Tier.FREE)
+    for project in linked:
         available = rank(eligible) > rank(project.tier)
         if project.upgrade_available != available:
             Project.objects.filter(pk=project.pk).update(upgrade_available=available)
@@ -234,7 +251,12 @@ def evaluate_all(*, now=None):
     for link in links:
         eligible = eligible_tier(link.account, now=now)
         if rank(eligible) > rank(link.project.tier) and set_project_tier(
-            link.project, eligible, BillingState.ACTIVE, reason=gettext_noop("Automatic tier evaluation")
+            link.project,
+            eligible,
+            BillingState.ACTIVE,
+            reason=gettext_noop("Automatic tier evaluation"),
+            linked_to=link.account,
+            from_states=(BillingState.ACTIVE,),
         ):
             yield link.project
         refresh_upgrade_flags(link.account, now=now)

@@ -32,7 +32,8 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "project_id", "number", "tier", "billing_state", "upgrade_available", "created_at"]
     list_filter = ["tier", "billing_state", "upgrade_available"]
     search_fields = ["name", "project_id", "number", "memberships__user__email"]
-    readonly_fields = ["project_id", "number", "created_at"]
+    # The tier is written only by billing (with history and audit): read-only here.
+    readonly_fields = ["project_id", "number", "tier", "billing_state", "upgrade_available", "created_at"]
     inlines = [MembershipInline]
 
 

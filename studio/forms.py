@@ -3,7 +3,7 @@ from django.conf import settings
 from django.contrib.auth import password_validation
 from django.utils.translation import gettext_lazy as _
 
-from studio.models import ApiKey, Project, Tier, User, normalize_email
+from studio.models import WRITE_ROLES, ApiKey, Project, Tier, User, normalize_email
 
 NEW_PROJECT = "new"
 
@@ -85,7 +85,12 @@ class SettingsForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # Only a paid key can be linked: studio usage through it is billed to its project.
-        paid = ApiKey.objects.visible_to(self.instance).exclude(project__tier=Tier.FREE).order_by("name")
+        paid = (
+            ApiKey.objects.visible_to(self.instance)
+            .filter(mine__role__in=WRITE_ROLES)
+            .exclude(project__tier=Tier.FREE)
+            .order_by("name")
+        )
         field = self.fields["studio_api_key"]
         field.queryset = paid
         field.label_from_instance = lambda key: f"{key.name} ({key.masked}) · {key.project.name}"

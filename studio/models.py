@@ -86,6 +86,7 @@ class BillingState(models.TextChoices):
     NONE = "none", _("No billing account")
     PREPAYMENT_DUE = "prepayment_due", _("Prepayment due")
     ACTIVE = "active", _("Billing active")
+    SUSPENDED = "suspended", _("Billing suspended")
 
 
 class ProjectQuerySet(models.QuerySet):
@@ -151,11 +152,13 @@ class Project(models.Model):
 
     @property
     def quota_state(self) -> str:
-        """What the Quota tier cell shows: set_up_billing, action_required or the tier."""
+        """What the Quota tier cell shows: set_up_billing, action_required, billing_suspended or the tier."""
         if self.billing_state == BillingState.NONE:
             return "set_up_billing"
         if self.billing_state == BillingState.PREPAYMENT_DUE:
             return "action_required"
+        if self.billing_state == BillingState.SUSPENDED:
+            return "billing_suspended"
         return self.tier
 
 

@@ -129,6 +129,8 @@ def _rate(valid, report: Report, *, received_at) -> list[UsageEvent]:
             errors["cached_tokens"] = ["This model has no context caching."]
         elif event.output_tokens and price.output is None:
             errors["output_tokens"] = ["This model produces no output tokens."]
+        elif event.cache_token_hours and price.cache_storage is None:
+            errors["cache_token_hours"] = ["This model has no context caching."]
         if errors:
             report.reject(index, event.event_id, errors)
             continue

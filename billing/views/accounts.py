@@ -8,11 +8,13 @@ from django.db.models import Count, Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from billing import ledger, tiers
 from billing.forms import CardForm, MoveProjectForm
 from billing.models import (
+    AccountStatus,
     BillingAccount,
     CreditKind,
     PaymentsProfile,
@@ -105,7 +107,7 @@ def unlink(request: HttpRequest, account_id: str, project_id: str) -> HttpRespon
 def move(request: HttpRequest, account_id: str, project_id: str) -> HttpResponse:
     account = get_account_for_user(request.user, account_id)
     project = get_linked_project_for_user(request.user, account, project_id)
-    others = [a for a in _accounts_for(request.user) if a.pk != account.pk]
+    others = [a for a in _accounts_for(request.user) if a.pk != account.pk and a.status == AccountStatus.ACTIVE]
     form = MoveProjectForm(request.POST if request.method == "POST" else None, accounts=others)
     if request.method == "POST" and form.is_valid():
         target = form.cleaned_data["account"]
@@ -117,6 +119,7 @@ def move(request: HttpRequest, account_id: str, project_id: str) -> HttpResponse
 
 
 @login_required
+@sensitive_post_parameters("number", "cvc")
 @require_http_methods(["GET", "POST"])
 def add_payment_method(request: HttpRequest) -> HttpResponse:
     profile = PaymentsProfile.objects.filter(owner=request.user).first()

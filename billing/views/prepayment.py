@@ -1,17 +1,21 @@
 """The one-time prepayment dialog (R13), its outcome, the console notice (R12) and refunds (R16)."""
 
 import uuid
+from decimal import ROUND_DOWN
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
 from billing.forms import BANK_TRANSFER, NEW_CARD, CardForm, PrepaymentForm, RefundForm
 from billing.models import BillingAdministrator, PaymentMethod, PaymentsProfile, PaymentStatus, Prepayment
+from billing.money import CENTS
 from billing.payments import pay_prepayment, refundable, request_refund
 from billing.processor import PaymentError
 from billing.services import BillingError
@@ -32,6 +36,7 @@ def prepayment_for_project(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@sensitive_post_parameters("number", "cvc")
 @require_http_methods(["GET", "POST"])
 def prepayment(request: HttpRequest, account_id: str) -> HttpResponse:
     account = get_account_for_user(request.user, account_id)
@@ -45,6 +50,9 @@ def prepayment(request: HttpRequest, account_id: str) -> HttpResponse:
     card_form = CardForm(data if data is not None and data.get("method") == NEW_CARD else None)
     error = None
     if data is not None and form.is_valid() and (not card_form.is_bound or card_form.is_valid()):
+        repeated = Prepayment.objects.filter(pk=form.cleaned_data["attempt"], account=account).first()
+        if repeated is not None:  # a double submit: show the attempt, add no second card
+            return _show_attempt(request, account, repeated)
         try:
             method = _chosen_method(request, account, form.cleaned_data["method"], card_form)
             attempt = pay_prepayment(
@@ -79,7 +87,9 @@ def _chosen_method(request, account, choice, card_form):
     if choice == BANK_TRANSFER:
         return None
     if choice == NEW_CARD:
-        profile = PaymentsProfile.objects.filter(owner=request.user).first() or account.payments_profile
+        profile = PaymentsProfile.objects.filter(owner=request.user).first()
+        if profile is None:  # a card belongs to its holder's own payments profile, never to another's
+            raise BillingError(_("Add your contact information on the billing page before adding a card."))
         return card_form.add_to(profile, by=request.user)
     return choice
 
@@ -109,14 +119,18 @@ def dismiss_notice(request: HttpRequest, account_id: str) -> HttpResponse:
     )
     if request.htmx:
         return HttpResponse("")
-    return redirect(request.POST.get("next") if str(request.POST.get("next", "")).startswith("/") else "api-keys")
+    next_url = request.POST.get("next", "")
+    safe = url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return redirect(next_url if safe else "api-keys")
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def refund(request: HttpRequest, account_id: str) -> HttpResponse:
     account = get_account_for_user(request.user, account_id)
-    available = refundable(account)
+    available = refundable(account).quantize(CENTS, rounding=ROUND_DOWN)
     form = RefundForm(request.POST if request.method == "POST" else None, initial={"amount": available})
     if request.method == "POST" and form.is_valid():
         try:

@@ -5,12 +5,13 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from billing import ledger
 from billing.forms import CardForm, ContactForm, CountryTermsForm, ProjectStepForm, SelectAccountForm
-from billing.models import BillingAccount, PaymentsProfile
+from billing.models import AccountStatus, BillingAccount, PaymentsProfile
 from billing.models.wizard import SetupFlow
 from billing.processor import PaymentError
 from billing.services import (
@@ -104,16 +105,23 @@ def step_account(request: HttpRequest, setup_id) -> HttpResponse:
         template = "billing/setup/country.html"
     else:
         accounts = list(
-            BillingAccount.objects.administered_by(request.user).select_related("country").order_by("created_at")
+            BillingAccount.objects.administered_by(request.user)
+            .filter(status=AccountStatus.ACTIVE)
+            .select_related("country")
+            .order_by("created_at")
         )
         initial = {"account": session.selected_account.account_id} if session.selected_account else {}
         form = SelectAccountForm(data, accounts=accounts, initial=initial)
         if data is not None and form.is_valid():
             account = form.cleaned_data["account"]
             if account is None:  # "Add new billing account": continue at the details step (R9)
-                profile = PaymentsProfile.objects.get(owner=request.user)
+                # An existing user accepted the terms with their first account; the new one is in their
+                # profile's country (or, for an administrator without a profile, their first account's).
+                profile = PaymentsProfile.objects.filter(owner=request.user).first()
                 session.selected_account, session.flow = None, SetupFlow.NEW
-                session.country, session.terms_accepted = profile.country, True
+                first = BillingAccount.objects.administered_by(request.user).order_by("created_at").first()
+                session.country = profile.country if profile else first.country
+                session.terms_accepted = True
                 session.save(update_fields=["selected_account", "flow", "country", "terms_accepted"])
                 return redirect(_step_url(session, "details"))
             session.selected_account, session.flow = account, SetupFlow.EXISTING
@@ -155,6 +163,7 @@ def contact_dialog(request: HttpRequest, setup_id) -> HttpResponse:
 
 
 @login_required
+@sensitive_post_parameters("number", "cvc")
 @require_http_methods(["GET", "POST"])
 def payment_method_dialog(request: HttpRequest, setup_id) -> HttpResponse:
     session = get_setup_for_user(request.user, setup_id)

@@ -260,6 +260,12 @@ def test_refund_request_waits_for_review_and_approval_refunds_from_the_prepaymen
     assert request.status == RefundStatus.REFUNDED
     assert [e.amount for e in LedgerEntry.objects.filter(kind=EntryKind.REFUND)] == [D("-30")]
     assert ledger.balances(paid).credit_remaining == D("10")
+    refund = TestProcessorCharge.objects.get(idempotency_key=f"refund:{request.pk}")
+    assert (refund.status, refund.amount) == ("refunded", D("-30"))
+
+    approve_refund(request, by=make_user(is_staff=True))  # a second approval changes nothing
+    assert TestProcessorCharge.objects.filter(status="refunded").count() == 1
+    assert LedgerEntry.objects.filter(kind=EntryKind.REFUND).count() == 1
 
 
 def test_refund_never_exceeds_what_remains_after_usage(paid, owner):

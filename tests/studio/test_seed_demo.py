@@ -9,10 +9,10 @@ def quota_states(user):
 
 
 def test_seed_demo_is_idempotent_and_shows_every_quota_state(db, capsys):
-    call_command("seed_demo")
+    call_command("seed_demo", "--allow-without-debug")
     counts = (User.objects.count(), Project.objects.count(), Membership.objects.count(), ApiKey.objects.count())
 
-    call_command("seed_demo")
+    call_command("seed_demo", "--allow-without-debug")
 
     assert (User.objects.count(), Project.objects.count(), Membership.objects.count(), ApiKey.objects.count()) == counts
     developer = User.objects.get(email="dev@example.com")
@@ -31,8 +31,19 @@ def test_seed_demo_is_idempotent_and_shows_every_quota_state(db, capsys):
 
 
 def test_demo_developer_is_a_viewer_somewhere(db):
-    call_command("seed_demo")
+    call_command("seed_demo", "--allow-without-debug")
 
     roles = set(Membership.objects.filter(user__email="dev@example.com").values_list("role", flat=True))
 
     assert roles == {"owner", "editor", "viewer"}
+
+
+def test_seed_demo_refuses_to_run_without_debug(db, settings):
+    import pytest
+    from django.core.management.base import CommandError
+
+    settings.DEBUG = False
+
+    with pytest.raises(CommandError, match="only with DEBUG on"):
+        call_command("seed_demo")
+    assert not User.objects.exists()

@@ -8,8 +8,8 @@ from usage.models import FleetToken, UsageEvent
 
 
 def test_seed_demo_prints_a_working_fleet_token(db, capsys):
-    call_command("seed_demo")
-    call_command("seed_demo")
+    call_command("seed_demo", "--allow-without-debug")
+    call_command("seed_demo", "--allow-without-debug")
 
     out = capsys.readouterr().out
     assert f"Bearer {DEMO_FLEET_TOKEN}" in out
@@ -19,7 +19,7 @@ def test_seed_demo_prints_a_working_fleet_token(db, capsys):
 
 @pytest.mark.django_db(transaction=True)
 def test_simulate_traffic_sends_checks_and_reports_to_a_running_server(live_server, capsys):
-    call_command("seed_demo")
+    call_command("seed_demo", "--allow-without-debug")
 
     call_command("simulate_traffic", "--url", live_server.url, "--seconds", "1", "--rps", "40", "--seed", "3")
 

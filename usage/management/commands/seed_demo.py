@@ -1,6 +1,7 @@
 """`manage.py seed_demo`: demo data for `make run`. Idempotent, safe to run on every start."""
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from billing.demo import seed_billing
@@ -11,8 +12,16 @@ from usage.demo import seed_usage
 class Command(BaseCommand):
     help = "Load the demo users, projects, API keys, billing accounts and fleet token (idempotent)."
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--allow-without-debug", action="store_true", help="seed even with DEBUG off (never on production)"
+        )
+
     @transaction.atomic
-    def handle(self, *args, **options):
+    def handle(self, *args, allow_without_debug=False, **options):
+        if not settings.DEBUG and not allow_without_debug:
+            # The demo's passwords and fleet token are public: they must never reach a real deployment.
+            raise CommandError("seed_demo creates accounts with public passwords; it runs only with DEBUG on.")
         users = seed_studio()
         seed_billing(users)
         fleet_token = seed_usage()
