@@ -8,14 +8,17 @@ the limiter), then drives it from client processes on the same machine:
   replay of an earlier batch mixed in every few batches;
 - quota:check: single checks for random keys and models, sent back to back for a fixed time.
 
+Alongside throughput and client-side latency it prints where the machine's CPU went (gunicorn, PostgreSQL, Redis, the
+clients, anything else), then times usage.ingest.ingest() in-process on the same kind of batches, without HTTP.
 Prints figures; it never asserts anything about timings. Sanity checks (events stored = events accepted, a replayed
-batch is all duplicates) make the exit status 1 when they fail.
+batch is all duplicates) make the exit status 1 when they fail. Linux only (/proc, prctl).
 
     .venv/bin/python bench/fleet_http.py [--duration 20] [--check-duration 15] [--clients 3] [--check-clients 4]
         [--workers 2] [--worker-class sync] [--replay-every 5] [--in-process 20] [--profile 0] [--keep]
 """
 
 import argparse
+import ctypes
 import http.client
 import math
 import multiprocessing
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -49,6 +53,7 @@ REPORT_PATH = "/api/v1/usage:report"
 CHECK_PATH = "/api/v1/quota:check"
 FALLBACK_WARNING = "Redis unavailable for quota checks"  # usage.limiter logs it at most every 10 s per worker
 
+PR_SET_PDEATHSIG = 1
 PROJECTS = 20
 BATCH = 1000
 # Batches each ingestion client prepares: enough for this many events/s over the whole run, shared by the clients.
@@ -124,11 +129,18 @@ def free_port() -> int:
 
 
 def gunicorn_command(args, port: int) -> list[str]:
-    command = [str(ROOT / ".venv/bin/gunicorn"), "studio.wsgi", "--workers", str(args.workers)]
-    command += ["--bind", f"{HOST}:{port}"]
+    gunicorn = Path(sys.executable).with_name("gunicorn")  # the virtualenv's
+    command = [str(gunicorn), "studio.wsgi", "--workers", str(args.workers)]
+    command += ["--bind", f"{HOST}:{port}", "--no-control-socket"]  # not the shared ~/.gunicorn/gunicorn.ctl
     if args.worker_class != "sync":
         command += ["--worker-class", args.worker_class, "--threads", str(args.threads)]
     return command
+
+
+def _die_with_parent() -> None:
+    """SIGTERM to this process when its parent ends, even by SIGKILL (Linux prctl): for gunicorn's master (called
+    before exec) and the client processes."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_gunicorn(command: list[str], port: int, environment: dict[str, str], log) -> subprocess.Popen:
@@ -140,6 +152,7 @@ def start_gunicorn(command: list[str], port: int, environment: dict[str, str], l
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_die_with_parent,  # safe: this process runs no other thread
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -215,10 +228,30 @@ def make_bodies(seed: int, key_ids: list[int], batches: int) -> list[bytes]:
     return [orjson.dumps({"events": make_events(rng, key_ids, BATCH, now)}) for _ in range(batches)]
 
 
+class Batch(NamedTuple):
+    """One usage:report request, as a client saw it."""
+
+    finished: float  # time.monotonic()
+    seconds: float
+    accepted: int
+    duplicates: int
+    rejected: int
+    status: int
+    replay: bool
+
+
+class Check(NamedTuple):
+    """One quota:check request, as a client saw it."""
+
+    finished: float  # time.monotonic()
+    seconds: float
+    allowed: bool
+
+
 class Client:
     """A minimal HTTP/1.1 client for the load: one connection, kept alive until the server closes it (gunicorn's sync
-    workers close every one). http.client costs ~0.5 ms of CPU per request here, as much as a quarter of what a
-    quota check costs the server; this costs a fraction of that, leaving the shared CPUs to the server."""
+    workers close every one). It takes about half the CPU of http.client per request (0.3 against 0.6 ms for a
+    quota check here), CPU that the server would otherwise lose on a machine that the load generator shares."""
 
     def __init__(self, port: int, headers: dict[str, str]):
         self.port = port
@@ -276,18 +309,20 @@ class Client:
 
 
 def ingest_client(number, port, token, key_ids, batches, replay_every, seed, ready, go, window, results) -> None:
-    """Send the prepared batches back to back until the window closes; every `replay_every`-th batch is a replay
-    of one this client sent before. Puts one (completed at, seconds, accepted, duplicates, rejected, status, replay)
-    per batch, the first body and the number of connections opened on `results`."""
+    """Send the prepared batches back to back until the window closes; every `replay_every`-th request replays a
+    batch this client sent before. Puts its Batch samples, its first body, the number of connections it opened and
+    whether it ran out of prepared batches on `results`."""
+    _die_with_parent()
     bodies = make_bodies(seed + number, key_ids, batches)
     client = Client(port, {"Authorization": f"Bearer {token}"})
     rng = random.Random(number)
     ready.put(number)
-    go.wait()
+    if not go.wait(timeout=600):
+        return  # the benchmark is gone
     end = window.value
     samples, sent = [], 0
     while time.monotonic() < end:
-        replay = replay_every and sent > 0 and len(samples) % replay_every == replay_every - 1
+        replay = bool(replay_every) and sent > 0 and len(samples) % replay_every == replay_every - 1
         if not replay and sent == len(bodies):
             break  # out of prepared batches: reported as such
         body = bodies[rng.randrange(sent)] if replay else bodies[sent]
@@ -296,22 +331,19 @@ def ingest_client(number, port, token, key_ids, batches, replay_every, seed, rea
         finished = time.monotonic()
         sent += not replay
         report = orjson.loads(content) if status == 200 else {}
-        samples.append(
-            (
-                finished,
-                finished - started,
-                report.get("accepted", 0),
-                report.get("duplicates", 0),
-                len(report.get("rejected", ())),
-                status,
-                bool(replay),
-            )
+        accepted, duplicates, rejected = (
+            report.get("accepted", 0),
+            report.get("duplicates", 0),
+            report.get("rejected", ()),
         )
+        samples.append(Batch(finished, finished - started, accepted, duplicates, len(rejected), status, replay))
     results.put((number, samples, bodies[0], client.connects, sent == len(bodies)))
 
 
 def check_client(number, port, token, raw_keys, ready, go, window, results) -> None:
-    """quota:check for random keys and models until the window closes; puts (completed at, seconds, allowed)."""
+    """quota:check for random keys and models until the window closes. Puts its Check samples, the number of
+    connections it opened and the count of each HTTP status on `results`."""
+    _die_with_parent()
     rng = random.Random(2000 + number)
     models, model_weights = weighted(MODELS)
     bodies = [
@@ -327,7 +359,8 @@ def check_client(number, port, token, raw_keys, ready, go, window, results) -> N
     ]
     client = Client(port, {"Authorization": f"Bearer {token}"})
     ready.put(number)
-    go.wait()
+    if not go.wait(timeout=600):
+        return  # the benchmark is gone
     end = window.value
     samples, statuses = [], {}
     while time.monotonic() < end:
@@ -335,7 +368,7 @@ def check_client(number, port, token, raw_keys, ready, go, window, results) -> N
         status, content = client.post(CHECK_PATH, bodies[len(samples) % len(bodies)])
         finished = time.monotonic()
         statuses[status] = statuses.get(status, 0) + 1
-        samples.append((finished, finished - started, status == 200 and orjson.loads(content)["allowed"]))
+        samples.append(Check(finished, finished - started, status == 200 and orjson.loads(content)["allowed"]))
     results.put((number, samples, client.connects, statuses))
 
 
@@ -440,12 +473,12 @@ def ingestion(args, server_pid: int, port: int, token: str, key_ids: list[int], 
     arguments = (port, token, key_ids, per_client, replay_every, secrets.randbits(64))  # new event ids every run
     run = run_clients(ingest_client, args.clients, arguments, args.warmup, args.duration, server_pid)
     samples = [sample for _, client_samples, *_ in run.results for sample in client_samples]
-    timed = [s for s in samples if run.start <= s[0] < run.end]
-    fresh = [s for s in timed if not s[6]]
-    replays = [s for s in timed if s[6]]
-    errors = [s for s in samples if s[5] != 200 or s[4]]
-    accepted = sum(s[2] for s in timed)
-    handled = sum(s[2] + s[3] + s[4] for s in timed)
+    timed = [s for s in samples if run.start <= s.finished < run.end]
+    fresh = [s for s in timed if not s.replay]
+    replays = [s for s in timed if s.replay]
+    errors = [s for s in samples if s.status != 200 or s.rejected]
+    accepted = sum(s.accepted for s in timed)
+    handled = sum(s.accepted + s.duplicates + s.rejected for s in timed)
     connects = sum(c[3] for c in run.results)
     label = f"with a replay every {replay_every} batches" if replay_every else "new events only"
     print(f"\nusage:report, {label}: {args.clients} clients × {BATCH:,}-event batches, {args.duration:g} s timed")
@@ -455,7 +488,7 @@ def ingestion(args, server_pid: int, port: int, token: str, key_ids: list[int], 
     print(f"  batches/s           {len(timed) / args.duration:10.1f}   ({len(fresh)} new, {len(replays)} replays)")
     for label, batch in (("new batches", fresh), ("replayed batches", replays)):
         if batch:
-            latencies = [s[1] * 1000 for s in batch]
+            latencies = [s.seconds * 1000 for s in batch]
             p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
             print(f"  latency, {label + ':':<18} p50 {p50:6.1f} ms   p95 {p95:6.1f} ms   max {max(latencies):6.1f} ms")
     if timed:
@@ -467,7 +500,7 @@ def ingestion(args, server_pid: int, port: int, token: str, key_ids: list[int], 
         print(f"  NOTE: a client ran out of its {per_client} prepared batches: the figures are a lower bound")
     if errors:
         print(f"  ERRORS: {len(errors)} batches answered non-200 or with rejected events, e.g. {errors[0]}")
-    return sum(s[2] for s in samples), run.results[0][2]
+    return sum(s.accepted for s in samples), run.results[0][2]
 
 
 def admission(args, server_pid: int, port: int, token: str, raw_keys: list[str], log) -> None:
@@ -478,13 +511,13 @@ def admission(args, server_pid: int, port: int, token: str, raw_keys: list[str],
     arguments = (port, token, raw_keys)
     run = run_clients(check_client, args.check_clients, arguments, args.warmup, args.check_duration, server_pid)
     samples = [sample for _, client_samples, *_ in run.results for sample in client_samples]
-    timed = [s for s in samples if run.start <= s[0] < run.end]
-    latencies = [s[1] * 1000 for s in timed]
+    timed = [s for s in samples if run.start <= s.finished < run.end]
+    latencies = [s.seconds * 1000 for s in timed]
     statuses = {}
     for _, _, _, client_statuses in run.results:
         for status, count in client_statuses.items():
             statuses[status] = statuses.get(status, 0) + count
-    allowed = sum(1 for s in timed if s[2])
+    allowed = sum(s.allowed for s in timed)
     connects = sum(c[2] for c in run.results)
     print(f"\nquota:check: {args.check_clients} clients, one check per request, {args.check_duration:g} s timed")
     print(f"  checks/s            {len(timed) / args.check_duration:10,.0f}   ({allowed / len(timed):.1%} allowed)")
@@ -545,15 +578,20 @@ def in_process(key_ids: list[int], batches: int, profile_batches: int) -> None:
     bodies = make_bodies(secrets.randbits(64), key_ids, batches + profile_batches + 2)
     for body in bodies[:2]:  # warm-up: catalog, staging table
         ingest(orjson.loads(body)["events"])
-    seconds = []
+    seconds, cpu = [], []
     for body in bodies[2 : 2 + batches]:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         report = ingest(orjson.loads(body)["events"])
         seconds.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
         assert report.accepted == BATCH, report
-    mean = statistics.fmean(seconds)
-    print(f"\nin-process (no HTTP, one process, {batches} batches): ingest() of {BATCH:,} events")
+    mean, mean_cpu = statistics.fmean(seconds), statistics.fmean(cpu)
+    print(f"\nin-process (no HTTP, one process, {batches} batches): ingest() of {BATCH:,} events after orjson.loads")
     print(f"  p50 {statistics.median(seconds) * 1000:.1f} ms, mean {mean * 1000:.1f} ms: {BATCH / mean:,.0f} events/s")
+    print(
+        f"  of which this process's CPU {mean_cpu * 1000:.1f} ms (validation, rating, COPY rows), "
+        f"the rest {(mean - mean_cpu) * 1000:.1f} ms mostly waiting for PostgreSQL"
+    )
     if profile_batches:
         import cProfile
         import pstats
@@ -578,13 +616,19 @@ def print_versions(command: list[str], args) -> None:
         (pg_version,) = cursor.fetchone()
     redis_version = redis.Redis.from_url(REDIS_URL).info("server")["redis_version"]
     print(f"command:    {shlex.join(sys.orig_argv)}")
-    print(
-        f"python:     {platform.python_version()}   django: {django.get_version()}   postgresql: {pg_version}", end=""
-    )
-    print(f"   redis: {redis_version}   gunicorn: {version('gunicorn')}")
+    versions = [
+        f"python: {platform.python_version()}",
+        f"django: {django.get_version()}",
+        f"postgresql: {pg_version}",
+        f"redis: {redis_version}",
+        f"gunicorn: {version('gunicorn')}",
+    ]
+    print(f"versions:   {'   '.join(versions)}")
     print(f"machine:    {platform.machine()}, {os.cpu_count()} CPUs (server, PostgreSQL, Redis and clients share them)")
     threads = f", {args.threads} threads each" if args.worker_class != "sync" else ""
-    print(f"server:     {args.workers} {args.worker_class} workers{threads}: {shlex.join(command)}")
+    program = Path(command[0])
+    shown = [str(program.relative_to(ROOT)) if program.is_relative_to(ROOT) else str(program), *command[1:]]
+    print(f"server:     {args.workers} {args.worker_class} workers{threads}: {shlex.join(shown)}")
     print(f"settings:   DEBUG=0, CONN_MAX_AGE=600, DATABASE_URL={DATABASE_URL}, REDIS_URL={REDIS_URL}")
 
 
@@ -644,7 +688,7 @@ def main() -> int:
             in_process(key_ids, args.in_process, args.profile)
         connections.close_all()
         return 0 if ok else 1
-    except BaseException:
+    except Exception:
         tail = Path(log.name).read_bytes()[-4000:].decode(errors="replace")
         if tail:
             print(f"\ngunicorn's log (last 4,000 characters):\n{tail}", file=sys.stderr)

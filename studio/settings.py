@@ -186,6 +186,8 @@ PREPAYMENT_DEFAULT_AMOUNT = Decimal(env("PREPAYMENT_DEFAULT_AMOUNT", default="10
 
 # Usage (SPEC §4): how long a process keeps its catalog snapshot (prices, limits).
 CATALOG_TTL_SECONDS = env.int("CATALOG_TTL_SECONDS", default=30)
+# How long a process remembers a valid fleet token: a revocation applies within this time.
+FLEET_TOKEN_CACHE_SECONDS = env.int("FLEET_TOKEN_CACHE_SECONDS", default=10)
 
 DJANGO_TABLES2_TEMPLATE = "partials/table.html"
 

@@ -42,6 +42,19 @@ class Denial:
         }
 
 
+# What admission reads of a key, its project and billing account: nothing more is loaded.
+ADMISSION_FIELDS = (
+    "id",
+    "secret_hash",
+    "last_used_at",
+    "project__id",
+    "project__project_id",
+    "project__tier",
+    "project__billing_state",
+    "project__billing__id",
+    "project__billing__account__id",
+    "project__billing__account__status",
+)
 INVALID_KEY = Denial(400, "INVALID_ARGUMENT", "API_KEY_INVALID", "API key not valid. Please pass a valid API key.")
 
 
@@ -70,7 +83,7 @@ def limits_for(project, model_id: str, *, estimated_input_tokens: int, catalog=N
 
 
 def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int) -> dict:
-    key = ApiKey.objects.authenticate(raw_key, related=("project", "project__billing__account"))
+    key = ApiKey.objects.authenticate(raw_key, related=("project", "project__billing__account"), only=ADMISSION_FIELDS)
     if key is None:
         return INVALID_KEY.as_dict()
     project = key.project

@@ -154,11 +154,23 @@ class UsageEvent(models.Model):
     Kept for reconciliation; dashboards read UsageRollup. Written in bulk by usage.ingest.
     """
 
-    event_id = models.CharField(max_length=100, unique=True)
-    project = models.ForeignKey("studio.Project", on_delete=models.PROTECT, related_name="+")
-    api_key = models.ForeignKey("studio.ApiKey", on_delete=models.PROTECT, related_name="+")
-    model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="+")
-    price = models.ForeignKey(Price, on_delete=models.PROTECT, null=True, related_name="+")
+    # The hot table: ingestion checks every reference itself before writing (usage.ingest._rate),
+    # and keys, projects, models and prices are never deleted, so the foreign keys carry no
+    # database constraint (checked at commit, 4 per row, they cost more than the insert) and only
+    # the indexes the console reads with (bench/README.md).
+    event_id = models.CharField(max_length=100)
+    project = models.ForeignKey(
+        "studio.Project", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    api_key = models.ForeignKey(
+        "studio.ApiKey", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    model = models.ForeignKey(
+        CatalogModel, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    price = models.ForeignKey(
+        Price, on_delete=models.DO_NOTHING, null=True, related_name="+", db_constraint=False, db_index=False
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     source = models.CharField(max_length=8, choices=Source.choices)
     status_code = models.PositiveSmallIntegerField()
@@ -179,6 +191,8 @@ class UsageEvent(models.Model):
     class Meta:
         verbose_name = _("usage event")
         verbose_name_plural = _("usage events")
+        # Idempotency: a replayed event id is refused by the database (no pattern-matching index).
+        constraints = [models.UniqueConstraint(fields=["event_id"], name="one_usage_event_per_id")]
         indexes = [models.Index(fields=["project", "occurred_at"], name="usage_event_project_time")]
 
     def __str__(self):

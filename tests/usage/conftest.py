@@ -58,9 +58,10 @@ def _fresh_limiter(settings):
     database (db 15, never the one the URL names) when REDIS_URL is set."""
     import redis
 
-    from usage import limiter
+    from usage import api, limiter
 
     limiter._limiters.clear()
+    api._valid_tokens.clear()
     if settings.REDIS_URL:
         settings.REDIS_URL = settings.REDIS_URL.rsplit("/", 1)[0] + "/15"
         redis.Redis.from_url(settings.REDIS_URL).flushdb()

@@ -50,6 +50,17 @@ def test_revoked_fleet_token_is_401(client, fleet, paid_key, event):
     assert post(client, "/api/v1/usage:report", {"events": [event(key)]}, fleet).status_code == 401
 
 
+def test_a_fleet_token_revocation_applies_within_the_cache_time(client, fleet, paid_key, event, settings):
+    from django.utils import timezone
+
+    settings.FLEET_TOKEN_CACHE_SECONDS = 0
+    key, _ = paid_key
+    assert post(client, "/api/v1/usage:report", {"events": [event(key)]}, fleet).status_code == 200
+    FleetToken.objects.update(revoked_at=timezone.now())
+
+    assert post(client, "/api/v1/usage:report", {"events": [event(key)]}, fleet).status_code == 401
+
+
 def test_fleet_token_is_stored_hashed(fleet):
     token = FleetToken.objects.get()
 
@@ -120,9 +131,6 @@ def test_invalid_or_revoked_key(client, fleet, paid_key):
             "status": "INVALID_ARGUMENT",
             "reason": "API_KEY_INVALID",
             "message": "API key not valid. Please pass a valid API key.",
-            "quota_id": None,
-            "limit": None,
-            "retry_delay_seconds": None,
         },
         "key_id": None,
         "project_id": None,
