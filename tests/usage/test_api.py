@@ -279,3 +279,12 @@ def test_create_api_key_for_the_default_project(capsys, db):
 
     key = ApiKey.objects.authenticate(raw)
     assert (key.name, key.project) == ("Script", default)
+
+
+def test_admission_marks_the_key_used(client, fleet, paid_key):
+    key, raw = paid_key
+
+    check(client, fleet, raw)
+
+    key.refresh_from_db()
+    assert key.last_used_at is not None
