@@ -2,7 +2,7 @@
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_post_parameters
@@ -83,7 +83,7 @@ def step_project(request: HttpRequest, setup_id) -> HttpResponse:
         session.save(update_fields=["project", "api_key"])
         return redirect(_step_url(session, "account"))
     context = _context(session, "project", form=form, keys=keys)
-    return render_page(request, "billing/setup/project.html", context, status=422 if form.errors else 200)
+    return render(request, "billing/setup/project.html", context, status=422 if form.errors else 200)
 
 
 @login_required
@@ -128,7 +128,7 @@ def step_account(request: HttpRequest, setup_id) -> HttpResponse:
             session.save(update_fields=["selected_account", "flow"])
             return _finish(request, session)
         template = "billing/setup/select_account.html"
-    return render_page(request, template, _context(session, "account", form=form), status=422 if form.errors else 200)
+    return render(request, template, _context(session, "account", form=form), status=422 if form.errors else 200)
 
 
 @login_required
@@ -143,7 +143,7 @@ def step_details(request: HttpRequest, setup_id) -> HttpResponse:
         if session.payment_method is not None:
             session.save(update_fields=["payment_method"])
     context = _context(session, "details", profile=profile, method=session.payment_method)
-    return render_page(request, "billing/setup/details.html", context)
+    return render(request, "billing/setup/details.html", context)
 
 
 @login_required
@@ -210,7 +210,7 @@ def _finish(request: HttpRequest, session) -> HttpResponse:
         if step == "details":
             profile = PaymentsProfile.objects.filter(owner=request.user).first()
             context.update(profile=profile, method=session.payment_method)
-            return render_page(request, "billing/setup/details.html", context, status=422)
+            return render(request, "billing/setup/details.html", context, status=422)
         return redirect(_step_url(session, step))
     return redirect(_step_url(session, "status"))
 
