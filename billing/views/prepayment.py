@@ -68,7 +68,7 @@ def prepayment(request: HttpRequest, account_id: str) -> HttpResponse:
             error = refused.reason if isinstance(refused, PaymentError) else str(refused)
         else:
             return _show_attempt(request, account, attempt)
-    context = {"account": account, "form": form, "card_form": card_form, "error": error, "last": last}
+    context = {"account": account, "form": form, "card_form": card_form, "error": error}
     failed = form.errors or (card_form.is_bound and card_form.errors) or error
     return render_page(request, "billing/prepayment.html", context, status=422 if failed else 200)
 
