@@ -20,19 +20,7 @@ from billing.models import (
     TierRule,
 )
 from billing.services import BillingError
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Money rows are written by the billing services only (with their audit entries)."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from studio.admin import ReadOnlyAdmin
 
 
 @admin.register(Country)

@@ -266,14 +266,7 @@ def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundReque
                 idempotency_key=f"refund:{locked.pk}:owed",
                 created_by=by,
             )
-        locked.status, locked.reviewed_by, locked.reviewed_at, locked.review_note = (
-            RefundStatus.REFUNDED,
-            by,
-            timezone.now(),
-            note,
-        )
-        locked.save(update_fields=["status", "reviewed_by", "reviewed_at", "review_note"])
-        AuditEvent.record(actor=by, actor_kind=ActorKind.STAFF, action="refund.approve", obj=locked, reason=note)
+        _review(locked, RefundStatus.REFUNDED, by=by, note=note)
     return locked
 
 
@@ -282,12 +275,13 @@ def reject_refund(request: RefundRequest, *, by, note: str) -> RefundRequest:
         locked = RefundRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status != RefundStatus.PENDING:
             return locked
-        locked.status, locked.reviewed_by, locked.reviewed_at, locked.review_note = (
-            RefundStatus.REJECTED,
-            by,
-            timezone.now(),
-            note,
-        )
-        locked.save(update_fields=["status", "reviewed_by", "reviewed_at", "review_note"])
-        AuditEvent.record(actor=by, actor_kind=ActorKind.STAFF, action="refund.reject", obj=locked, reason=note)
+        _review(locked, RefundStatus.REJECTED, by=by, note=note)
     return locked
+
+
+def _review(locked: RefundRequest, status: str, *, by, note: str):
+    """Record the staff decision on a locked, pending request."""
+    locked.status, locked.reviewed_by, locked.reviewed_at, locked.review_note = status, by, timezone.now(), note
+    locked.save(update_fields=["status", "reviewed_by", "reviewed_at", "review_note"])
+    action = "refund.approve" if status == RefundStatus.REFUNDED else "refund.reject"
+    AuditEvent.record(actor=by, actor_kind=ActorKind.STAFF, action=action, obj=locked, reason=note)

@@ -5,6 +5,19 @@ from django.utils.translation import gettext_lazy as _
 from studio.models import ApiKey, AuditEvent, Membership, Project, User
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by the code that owns them (with their audit entries): view, never edit."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     ordering = ["email"]
@@ -68,18 +81,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor", "actor_kind", "action", "object_type", "object_id"]
     list_filter = ["actor_kind", "action", "object_type"]
     search_fields = ["actor__email", "object_id", "action"]
     date_hierarchy = "created_at"
     list_select_related = ["actor"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

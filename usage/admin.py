@@ -3,6 +3,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from studio.admin import ReadOnlyAdmin
 from studio.models import ActorKind, AuditEvent
 from usage.models import CatalogModel, FleetToken, Price, RateLimit, SpendLimit, UsageEvent, UsageRollup
 
@@ -76,19 +77,8 @@ class FleetTokenAdmin(admin.ModelAdmin):
             AuditEvent.record(actor=request.user, actor_kind=ActorKind.STAFF, action="fleet_token.revoke", obj=token)
 
 
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(UsageEvent)
-class UsageEventAdmin(ReadOnly):
+class UsageEventAdmin(ReadOnlyAdmin):
     list_display = [
         "event_id",
         "project",
@@ -107,7 +97,7 @@ class UsageEventAdmin(ReadOnly):
 
 
 @admin.register(UsageRollup)
-class UsageRollupAdmin(ReadOnly):
+class UsageRollupAdmin(ReadOnlyAdmin):
     list_display = ["granularity", "bucket_start", "project", "model", "requests", "errors", "input_tokens", "cost"]
     list_filter = ["granularity"]
     search_fields = ["project__project_id"]
