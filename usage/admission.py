@@ -128,7 +128,7 @@ def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int
         return INVALID_KEY.as_dict()
     catalog = get_catalog()
     model = catalog.models.get(model_id)
-    if model is None:
+    if model is None or not model.active:
         return Denial(404, "NOT_FOUND", "MODEL_NOT_FOUND", f"Model {model_id} is not found.").as_dict()
     if project.account_status is not None and project.account_status != AccountStatus.ACTIVE:
         message = "The billing account of this project is suspended or closed: paid usage is stopped."

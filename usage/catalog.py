@@ -16,7 +16,7 @@ from usage.models import CatalogModel, Price, RateLimit, SpendLimit
 
 @dataclass(frozen=True)
 class Catalog:
-    models: dict[str, CatalogModel]
+    models: dict[str, CatalogModel]  # inactive ones too: their past usage is still reported and rated
     rate_limits: dict[tuple[str, str], RateLimit]  # (tier, model id)
     spend_limits: dict[str, SpendLimit]  # tier
     prices: dict[str, list[Price]]  # model id -> versions, newest first
@@ -35,7 +35,7 @@ def load() -> Catalog:
     for price in Price.objects.order_by("-effective_from"):
         prices.setdefault(price.model_id, []).append(price)
     return Catalog(
-        models={m.model_id: m for m in CatalogModel.objects.filter(active=True)},
+        models={m.model_id: m for m in CatalogModel.objects.all()},
         rate_limits={(r.tier, r.model_id): r for r in RateLimit.objects.all()},
         spend_limits={s.tier: s for s in SpendLimit.objects.filter(enabled=True)},
         prices=prices,

@@ -1,6 +1,7 @@
 """usage:report ingestion (R23): validate, rate and store a batch of events, exactly once.
 
-Per batch: a few lookups (keys, catalog, prices, studio links), pure validation and rating in
+Per batch: two lookups (keys, studio links) and the process's catalog snapshot (models and price
+versions; a new price version is seen within CATALOG_TTL_SECONDS), pure validation and rating in
 Python, then one write. On PostgreSQL the write is COPY into a temporary table and a single
 statement that inserts the events (`ON CONFLICT (event_id) DO NOTHING`) and adds exactly the
 inserted ones to the minute/hour/day rollups; a replay, even concurrent, inserts nothing and so
@@ -20,7 +21,8 @@ from django.utils import timezone
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from studio.models import ApiKey, BillingState, Tier, User
-from usage.models import CatalogModel, Price, UsageEvent, UsageRollup
+from usage.catalog import get_catalog
+from usage.models import UsageEvent, UsageRollup
 from usage.rating import rate
 
 log = logging.getLogger(__name__)
@@ -122,16 +124,13 @@ def _validated(raw_events: list, report: Report):
 
 def _rate(valid, report: Report, *, received_at) -> list[tuple]:
     keys = ApiKey.objects.select_related("project").in_bulk({int(e.key_id) for _, e in valid})
-    models = CatalogModel.objects.in_bulk({e.model for _, e in valid})
-    prices = defaultdict(list)
-    for price in Price.objects.filter(model_id__in=models).order_by("-effective_from"):
-        prices[price.model_id].append(price)
+    catalog = get_catalog()
     linked = set(User.objects.filter(studio_api_key_id__in=keys).values_list("studio_api_key_id", flat=True))
 
     rows = []
     for index, event in valid:
-        key, model = keys.get(int(event.key_id)), models.get(event.model)
-        price = next((p for p in prices.get(event.model, []) if p.effective_from <= event.occurred_at), None)
+        key, model = keys.get(int(event.key_id)), catalog.models.get(event.model)
+        price = catalog.price_at(event.model, event.occurred_at)
         errors = {}
         if key is None or (key.revoked_at is not None and key.revoked_at <= event.occurred_at):
             errors["key_id"] = ["Unknown API key, or revoked before the event occurred."]

@@ -288,3 +288,12 @@ def test_admission_marks_the_key_used(client, fleet, paid_key):
 
     key.refresh_from_db()
     assert key.last_used_at is not None
+
+
+def test_a_retired_model_is_refused_at_admission_but_its_usage_is_still_rated(client, fleet, paid_key, event):
+    key, raw = paid_key
+    CatalogModel.objects.filter(pk="gemini-2.0-flash").update(active=False)
+
+    assert check(client, fleet, raw, model="gemini-2.0-flash")["error"]["reason"] == "MODEL_NOT_FOUND"
+    report = post(client, "/api/v1/usage:report", {"events": [event(key, model="gemini-2.0-flash")]}, fleet).json()
+    assert report["accepted"] == 1
