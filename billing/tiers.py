@@ -108,14 +108,16 @@ def set_project_tier(
     return True
 
 
-def refresh_upgrade_flags(account: BillingAccount, *, now=None) -> None:
-    """Show **Upgrade** on exactly the projects of `account` that qualify for a higher tier."""
-    eligible = eligible_tier(account, now=now)
-    linked = Project.objects.filter(billing__account=account, billing_state=BillingState.ACTIVE).exclude(tier=Tier.FREE)
-    for project in linked:
-        available = rank(eligible) > rank(project.tier)
-        if project.upgrade_available != available:
-            Project.objects.filter(pk=project.pk).update(upgrade_available=available)
+def refresh_upgrade_flags(account: BillingAccount, *, now=None, eligible: str | None = None) -> None:
+    """Show **Upgrade** on exactly the projects of `account` that qualify for a higher tier.
+
+    `eligible` saves recomputing the account's tier when the caller has it.
+    """
+    eligible = eligible or eligible_tier(account, now=now)
+    paid = Project.objects.filter(billing__account=account, billing_state=BillingState.ACTIVE).exclude(tier=Tier.FREE)
+    below = ORDER[1 : rank(eligible)]
+    paid.filter(tier__in=below, upgrade_available=False).update(upgrade_available=True)
+    paid.exclude(tier__in=below).filter(upgrade_available=True).update(upgrade_available=False)
 
 
 def upgrade(project: Project, *, by, now=None) -> bool:
@@ -245,18 +247,22 @@ def progress(project: Project, *, now=None, standing: Standing | None = None, ru
 def evaluate_all(*, now=None):
     """X1: upgrade every project that qualifies (cron-able, idempotent). Yields upgraded projects."""
     now = now or timezone.now()
-    links = ProjectBilling.objects.select_related("account", "project").filter(
-        project__billing_state=BillingState.ACTIVE, account__status=AccountStatus.ACTIVE
-    )
-    for link in links:
-        eligible = eligible_tier(link.account, now=now)
-        if rank(eligible) > rank(link.project.tier) and set_project_tier(
-            link.project,
-            eligible,
-            BillingState.ACTIVE,
-            reason=gettext_noop("Automatic tier evaluation"),
-            linked_to=link.account,
-            from_states=(BillingState.ACTIVE,),
+    accounts = BillingAccount.objects.filter(
+        status=AccountStatus.ACTIVE, project_links__project__billing_state=BillingState.ACTIVE
+    ).distinct()
+    for account in accounts:
+        eligible = eligible_tier(account, now=now)  # once per account, whatever its number of projects
+        below = ORDER[1 : rank(eligible)]
+        for project in Project.objects.filter(
+            billing__account=account, billing_state=BillingState.ACTIVE, tier__in=below
         ):
-            yield link.project
-        refresh_upgrade_flags(link.account, now=now)
+            if set_project_tier(
+                project,
+                eligible,
+                BillingState.ACTIVE,
+                reason=gettext_noop("Automatic tier evaluation"),
+                linked_to=account,
+                from_states=(BillingState.ACTIVE,),
+            ):
+                yield project
+        refresh_upgrade_flags(account, eligible=eligible)
