@@ -193,11 +193,15 @@ def fail_bank_transfer(prepayment: Prepayment, *, by) -> Prepayment:
 # Refunds (R16)
 
 
+def prepayment_left(account: BillingAccount) -> Decimal:
+    """What remains of the account's prepayment credit."""
+    credits = ledger.credits_with_remaining(account)
+    return sum((c.remaining for c in credits if c.kind == CreditKind.PREPAYMENT), Decimal("0"))
+
+
 def refundable(account: BillingAccount) -> Decimal:
     """What is left of the prepayment credit, less refunds already asked for."""
-    remaining = sum(
-        (c.remaining for c in ledger.credits_with_remaining(account) if c.kind == CreditKind.PREPAYMENT), Decimal("0")
-    )
+    remaining = prepayment_left(account)
     pending = RefundRequest.objects.filter(account=account, status=RefundStatus.PENDING).aggregate(s=Sum("amount"))["s"]
     return max(remaining - (pending or Decimal("0")), Decimal("0"))
 
@@ -228,11 +232,7 @@ def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundReque
     attempt = Prepayment.objects.filter(account_id=request.account_id, status=PaymentStatus.SUCCEEDED).first()
     if attempt is None:
         raise BillingError(_("The prepayment credit no longer covers this refund."))
-    covered = sum(
-        (c.remaining for c in ledger.credits_with_remaining(request.account) if c.kind == CreditKind.PREPAYMENT),
-        Decimal("0"),
-    )
-    if covered < request.amount:
+    if prepayment_left(request.account) < request.amount:
         raise BillingError(_("The prepayment credit no longer covers this refund."))
     get_processor().refund(
         reference=attempt.processor_reference, amount=request.amount, idempotency_key=f"refund:{request.pk}"
