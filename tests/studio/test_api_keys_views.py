@@ -366,3 +366,12 @@ def test_table_quota_cell_matches_the_shared_include(client_for, owner, tier, bi
     in_table = re.search(r'<span class="quota-tier".*?</span>\n</td>', html, re.S).group(0).removesuffix("\n</td>")
     shared = render_to_string("studio/includes/quota_tier.html", {"project": project}).strip()
     assert " ".join(in_table.split()) == " ".join(shared.split())
+
+
+def test_field_errors_are_the_target_of_their_inputs_aria_describedby(client_for, editor, key):
+    """X12: Django points an invalid input's aria-describedby at id_<field>_error; that id exists."""
+    html = client_for(editor).post(f"/api-keys/{key.pk}/rename/", {"name": "  "}).content.decode()
+
+    described = re.findall(r'<input[^>]*name="name"[^>]*aria-describedby="([^"]+)"', html)
+    assert described == ["id_name_error"]
+    assert re.findall(r'<p class="field-error" id="([^"]+)">', html) == ["id_name_error"]
