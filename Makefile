@@ -28,6 +28,7 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # Re-extract and compile the Japanese catalogue after changing strings.
 messages: $(VENV)/.installed-dev

@@ -13,7 +13,8 @@ from functools import cache
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils.module_loading import import_string
-from django.utils.translation import gettext_lazy as _
+
+from billing.models.prepayments import FailureCode, reason_for
 
 
 @dataclass(frozen=True)
@@ -40,18 +41,6 @@ class PaymentError(Exception):
 
 class ProcessorTimeout(Exception):
     """No answer in time: the charge may or may not have gone through. Reconcile it later."""
-
-
-REASONS = {
-    "card_declined": _("Your card was declined. Try another card or contact your bank."),
-    "insufficient_funds": _("Your card was declined for insufficient funds."),
-    "processing_error": _("The card could not be processed. Try again in a few minutes."),
-    "refund_refused": _("The payment processor refused the refund."),
-}
-
-
-def reason_for(code: str):
-    return REASONS.get(code, _("The payment failed."))
 
 
 class TestProcessor:
@@ -92,7 +81,7 @@ class TestProcessor:
             return self._result(existing)
         card = TestProcessorToken.objects.filter(token=token).first()
         behaviour = card.behaviour if card else "succeed"
-        if behaviour in REASONS:
+        if behaviour in FailureCode.values:
             self._record(idempotency_key, token, amount, "failed", behaviour)
             raise PaymentError(behaviour, reason_for(behaviour))
         charge = self._record(idempotency_key, token, amount, "succeeded", "")

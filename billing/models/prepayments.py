@@ -13,6 +13,23 @@ from billing.models.ledger import Credit
 from studio.models import Tier
 
 
+class FailureCode(models.TextChoices):
+    """Why the processor refused; the label is the reason shown to the payer (translated)."""
+
+    CARD_DECLINED = "card_declined", _("Your card was declined. Try another card or contact your bank.")
+    INSUFFICIENT_FUNDS = "insufficient_funds", _("Your card was declined for insufficient funds.")
+    PROCESSING_ERROR = "processing_error", _("The card could not be processed. Try again in a few minutes.")
+    REFUND_REFUSED = "refund_refused", _("The payment processor refused the refund.")
+
+
+def reason_for(code: str):
+    """The payer-facing reason for a failure code; unknown codes get a generic one."""
+    try:
+        return FailureCode(code).label
+    except ValueError:
+        return _("The payment failed.")
+
+
 class PaymentStatus(models.TextChoices):
     PROCESSING = "processing", _("Processing")
     PENDING = "pending", _("Pending bank transfer")
@@ -61,8 +78,6 @@ class Prepayment(models.Model):
 
     @property
     def failure_reason(self):
-        from billing.processor import reason_for
-
         return reason_for(self.failure_code) if self.failure_code else ""
 
 
