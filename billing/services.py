@@ -29,7 +29,7 @@ from billing.models import (
 )
 from billing.models.wizard import SetupFlow
 from billing.processor import get_processor
-from studio.models import WRITE_ROLES, ActorKind, AuditEvent, BillingState, Project, Tier
+from studio.models import ActorKind, AuditEvent, BillingState, Project, Tier
 
 
 class BillingError(Exception):
@@ -134,10 +134,6 @@ def require_prepayment(account: BillingAccount, *, by, reason: str) -> BillingAc
 
 
 # Linking (R18)
-
-
-def writable_projects(user):
-    return Project.objects.imported_by(user, roles=WRITE_ROLES)
 
 
 def link_project(project: Project, account: BillingAccount, *, by) -> ProjectBilling:
@@ -264,7 +260,7 @@ def finish_setup(session: SetupSession) -> BillingAccount:
         if session.is_finished:
             return session.result
         user = session.user
-        if session.project is None or not writable_projects(user).filter(pk=session.project_id).exists():
+        if session.project is None or not Project.objects.writable_by(user).filter(pk=session.project_id).exists():
             raise BillingError(_("Choose a project you can manage."))
         if session.flow == SetupFlow.EXISTING and session.selected_account is not None:
             account = session.selected_account

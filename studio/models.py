@@ -100,6 +100,10 @@ class ProjectQuerySet(models.QuerySet):
             conditions["memberships__role__in"] = roles
         return self.filter(**conditions)
 
+    def writable_by(self, user):
+        """Projects the user imported and may change (Owner or Editor): keys, billing, tiers."""
+        return self.imported_by(user, roles=WRITE_ROLES)
+
     def not_imported_by(self, user):
         return self.filter(memberships__user=user, memberships__imported_at__isnull=True)
 

@@ -3,7 +3,7 @@
 from django.shortcuts import get_object_or_404
 
 from billing.models import BillingAccount, PaymentMethod, SetupSession
-from billing.services import writable_projects
+from studio.models import Project
 
 
 def get_setup_for_user(user, setup_id) -> SetupSession:
@@ -21,4 +21,4 @@ def get_payment_method_for_user(user, method_id: int) -> PaymentMethod:
 
 def get_linked_project_for_user(user, account: BillingAccount, project_id: str):
     """A project linked to `account` that the user may manage (owner or editor)."""
-    return get_object_or_404(writable_projects(user), project_id=project_id, billing__account=account)
+    return get_object_or_404(Project.objects.writable_by(user), project_id=project_id, billing__account=account)

@@ -21,10 +21,9 @@ from billing.services import (
     required_prepayment,
     save_contact,
     start_setup,
-    writable_projects,
 )
 from billing.views.access import get_setup_for_user
-from studio.models import ApiKey
+from studio.models import ApiKey, Project
 from studio.views.rendering import render_page
 
 
@@ -54,7 +53,7 @@ def setup_start(request: HttpRequest) -> HttpResponse:
     """Entry from **Set up billing** (`?project=<project id>`) or from the billing page."""
     project = None
     if project_id := request.GET.get("project"):
-        project = get_object_or_404(writable_projects(request.user), project_id=project_id)
+        project = get_object_or_404(Project.objects.writable_by(request.user), project_id=project_id)
     session = start_setup(request.user, project=project)
     return redirect(_step_url(session, current_step(session)))
 
@@ -72,7 +71,7 @@ def step_project(request: HttpRequest, setup_id) -> HttpResponse:
     session = get_setup_for_user(request.user, setup_id)
     if session.is_finished:
         return redirect(_step_url(session, "status"))
-    projects = list(writable_projects(request.user).order_by("name"))
+    projects = list(Project.objects.writable_by(request.user).order_by("name"))
     keys = list(ApiKey.objects.active().filter(project__in=projects).select_related("project").order_by("name"))
     initial = {"project": session.project.project_id if session.project else None, "api_key": session.api_key_id}
     form = ProjectStepForm(

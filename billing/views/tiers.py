@@ -8,7 +8,6 @@ from django.views.decorators.http import require_http_methods
 
 from billing import tiers
 from billing.models import TierChange
-from billing.services import writable_projects
 from studio.models import Project
 from studio.views.rendering import KEYS_CHANGED, finish, render_page
 
@@ -16,7 +15,7 @@ from studio.views.rendering import KEYS_CHANGED, finish, render_page
 @login_required
 @require_http_methods(["GET", "POST"])
 def upgrade(request: HttpRequest, project_id: str) -> HttpResponse:
-    project = get_object_or_404(writable_projects(request.user), project_id=project_id)
+    project = get_object_or_404(Project.objects.writable_by(request.user), project_id=project_id)
     if request.method == "POST" and tiers.upgrade(project, by=request.user):
         message = _("%(project)s is now on %(tier)s.") % {"project": project.name, "tier": project.get_tier_display()}
         return finish(request, message, redirect_to="api-keys", events=(KEYS_CHANGED, "billing-changed"))

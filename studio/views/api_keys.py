@@ -22,7 +22,7 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
     RequestConfig(request, paginate={"per_page": KEYS_PER_PAGE}).configure(table)
     context = {
         "table": table,
-        "can_create": Project.objects.imported_by(request.user, roles=WRITE_ROLES).exists(),
+        "can_create": Project.objects.writable_by(request.user).exists(),
         # R7: studio prompts are handled under the paid-services terms while any project is paid.
         "paid_terms": Project.objects.imported_by(request.user).exclude(tier=Tier.FREE).exists(),
     }
@@ -30,7 +30,7 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
 
 
 def _writable_projects(user):
-    return list(Project.objects.imported_by(user, roles=WRITE_ROLES).order_by("name", "project_id"))
+    return list(Project.objects.writable_by(user).order_by("name", "project_id"))
 
 
 @login_required
