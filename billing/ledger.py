@@ -148,19 +148,22 @@ def record_usage_charge(
 def record_payment(account: BillingAccount, *, amount: Decimal, description: str, idempotency_key: str, at=None):
     """Money received for what the account owed (a statement paid by the primary payment method).
 
-    Idempotent by `idempotency_key`.
+    Idempotent by `idempotency_key`; written under the account's lock like every ledger write, so
+    it never interleaves with a usage charge's draw-down.
     """
-    existing = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return existing
-    return LedgerEntry.objects.create(
-        account=account,
-        kind=EntryKind.PAYMENT,
-        amount=-round_money(amount),
-        description=description,
-        idempotency_key=idempotency_key,
-        created_at=at or timezone.now(),
-    )
+    with transaction.atomic():
+        _lock(account)
+        existing = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing
+        return LedgerEntry.objects.create(
+            account=account,
+            kind=EntryKind.PAYMENT,
+            amount=-round_money(amount),
+            description=description,
+            idempotency_key=idempotency_key,
+            created_at=at or timezone.now(),
+        )
 
 
 @dataclass(frozen=True)

@@ -187,3 +187,50 @@ class LedgerInvariants(TestCase):
         assert balances.total_spend == applied + balances.amount_due
         assert sum((c.original_amount - c.remaining for c in credits), D("0")) == applied
         assert sum((c.original_amount for c in credits), D("0")) == granted
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_every_ledger_write_waits_for_the_account_lock():
+    """Ledger writes take the account's row lock, so none interleaves with a charge's draw-down."""
+    import threading
+
+    from billing.models import BillingAccount
+
+    account = make_account(make_user("locks@example.com"))
+    writes = {
+        "grant": lambda: ledger.grant_credit(account, kind=CreditKind.PROMOTIONAL, amount=D("1")),
+        "charge": lambda: ledger.record_usage_charge(account, amount=D("1"), description="u", idempotency_key="c"),
+        "payment": lambda: ledger.record_payment(account, amount=D("1"), description="p", idempotency_key="p"),
+    }
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_lock():
+        with transaction.atomic():
+            # FOR NO KEY UPDATE: conflicts with the writers' FOR UPDATE, not with the foreign-key
+            # check of a plain insert, so only a write that takes the lock waits.
+            BillingAccount.objects.select_for_update(no_key=True).get(pk=account.pk)
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    locked.wait(10)
+    blocked = []
+    try:
+        for name, write in writes.items():
+            try:
+                with transaction.atomic():
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET LOCAL lock_timeout = '200ms'")
+                    write()
+            except Exception as error:  # the lock timeout (SQLSTATE 55P03) proves the write waited
+                if getattr(error.__cause__, "sqlstate", None) == "55P03":
+                    blocked.append(name)
+    finally:
+        release.set()
+        holder.join()
+
+    assert blocked == ["grant", "charge", "payment"]
+    assert LedgerEntry.objects.count() == 0
