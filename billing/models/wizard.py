@@ -49,3 +49,36 @@ class SetupSession(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.finished_at is not None
+
+    @property
+    def steps(self) -> list[tuple[str, str]]:
+        """The stepper: the details step only where the flow goes there (a new account)."""
+        steps = [("project", _("Project and key")), ("account", _("Billing account"))]
+        if self.flow == SetupFlow.NEW:
+            steps.append(("details", _("Account details")))
+        return steps
+
+    # Each step's choice, saved at once (the wizard's state lives here, not in the browser).
+
+    def choose_project(self, project, api_key) -> None:
+        self.project, self.api_key = project, api_key
+        self.save(update_fields=["project", "api_key"])
+
+    def choose_country(self, country: Country) -> None:
+        """A new billing user's country, with the terms accepted on the same step."""
+        self.country, self.terms_accepted, self.flow = country, True, SetupFlow.NEW
+        self.save(update_fields=["country", "terms_accepted", "flow"])
+
+    def choose_existing_account(self, account: BillingAccount) -> None:
+        self.selected_account, self.flow = account, SetupFlow.EXISTING
+        self.save(update_fields=["selected_account", "flow"])
+
+    def choose_new_account(self, country: Country) -> None:
+        """An existing billing user adds an account: they accepted the terms with their first one,
+        and the new account is in `country` (their payments profile's, R9)."""
+        self.selected_account, self.flow, self.country, self.terms_accepted = None, SetupFlow.NEW, country, True
+        self.save(update_fields=["selected_account", "flow", "country", "terms_accepted"])
+
+    def choose_payment_method(self, method: PaymentMethod | None) -> None:
+        self.payment_method = method
+        self.save(update_fields=["payment_method"])

@@ -12,7 +12,6 @@ from django_htmx.http import HttpResponseClientRedirect
 from billing import ledger
 from billing.forms import CardForm, ContactForm, CountryTermsForm, ProjectStepForm, SelectAccountForm
 from billing.models import AccountStatus, BillingAccount, PaymentsProfile
-from billing.models.wizard import SetupFlow
 from billing.processor import PaymentError
 from billing.services import (
     BillingError,
@@ -59,10 +58,7 @@ def setup_start(request: HttpRequest) -> HttpResponse:
 
 
 def _context(session, step: str, **extra) -> dict:
-    steps = [("project", _("Project and key")), ("account", _("Billing account"))]
-    if session.selected_account is None:
-        steps.append(("details", _("Account details")))
-    return {"session": session, "step": step, "steps": steps, **extra}
+    return {"session": session, "step": step, "steps": session.steps, **extra}
 
 
 @login_required
@@ -78,8 +74,7 @@ def step_project(request: HttpRequest, setup_id) -> HttpResponse:
         request.POST if request.method == "POST" else None, projects=projects, keys=keys, initial=initial
     )
     if request.method == "POST" and form.is_valid():
-        session.project, session.api_key = form.cleaned_data["project"], form.cleaned_data["api_key"]
-        session.save(update_fields=["project", "api_key"])
+        session.choose_project(form.cleaned_data["project"], form.cleaned_data["api_key"])
         return redirect(_step_url(session, "account"))
     context = _context(session, "project", form=form, keys=keys)
     return render(request, "billing/setup/project.html", context, status=422 if form.errors else 200)
@@ -98,8 +93,7 @@ def step_account(request: HttpRequest, setup_id) -> HttpResponse:
     if is_new_billing_user(request.user):
         form = CountryTermsForm(data, initial={"country": session.country_id, "accept_terms": session.terms_accepted})
         if data is not None and form.is_valid():
-            session.country, session.terms_accepted, session.flow = form.cleaned_data["country"], True, SetupFlow.NEW
-            session.save(update_fields=["country", "terms_accepted", "flow"])
+            session.choose_country(form.cleaned_data["country"])
             return redirect(_step_url(session, "details"))
         template = "billing/setup/country.html"
     else:
@@ -114,17 +108,13 @@ def step_account(request: HttpRequest, setup_id) -> HttpResponse:
         if data is not None and form.is_valid():
             account = form.cleaned_data["account"]
             if account is None:  # "Add new billing account": continue at the details step (R9)
-                # An existing user accepted the terms with their first account; the new one is in their
-                # profile's country (or, for an administrator without a profile, their first account's).
+                # The new account is in their profile's country (or, for an administrator without a
+                # profile, their first account's).
                 profile = PaymentsProfile.objects.filter(owner=request.user).first()
-                session.selected_account, session.flow = None, SetupFlow.NEW
                 first = BillingAccount.objects.administered_by(request.user).order_by("created_at").first()
-                session.country = profile.country if profile else first.country
-                session.terms_accepted = True
-                session.save(update_fields=["selected_account", "flow", "country", "terms_accepted"])
+                session.choose_new_account(profile.country if profile else first.country)
                 return redirect(_step_url(session, "details"))
-            session.selected_account, session.flow = account, SetupFlow.EXISTING
-            session.save(update_fields=["selected_account", "flow"])
+            session.choose_existing_account(account)
             return _finish(request, session)
         template = "billing/setup/select_account.html"
     return render(request, template, _context(session, "account", form=form), status=422 if form.errors else 200)
@@ -136,11 +126,10 @@ def step_details(request: HttpRequest, setup_id) -> HttpResponse:
     if (step := current_step(session)) != "details":
         return redirect(_step_url(session, step))
     profile = PaymentsProfile.objects.filter(owner=request.user).select_related("country").first()
-    if profile is not None and session.payment_method is None:
-        # R8: an existing payments profile pre-fills the payment method too.
-        session.payment_method = profile.payment_methods.usable().order_by("-created_at").first()
-        if session.payment_method is not None:
-            session.save(update_fields=["payment_method"])
+    # R8: an existing payments profile pre-fills the payment method too.
+    prefill = profile is not None and session.payment_method is None
+    if prefill and (method := profile.payment_methods.usable().order_by("-created_at").first()):
+        session.choose_payment_method(method)
     context = _context(session, "details", profile=profile, method=session.payment_method)
     return render(request, "billing/setup/details.html", context)
 
@@ -174,8 +163,7 @@ def payment_method_dialog(request: HttpRequest, setup_id) -> HttpResponse:
         chosen = next((m for m in methods if str(m.pk) == request.POST["use_method"]), None)
         if chosen is None:
             raise Http404
-        session.payment_method = chosen
-        session.save(update_fields=["payment_method"])
+        session.choose_payment_method(chosen)
         return _redirect(request, _step_url(session, "details"))
     if form.is_bound and profile is None:
         error = _("Add your contact information first: a payment method belongs to a payments profile.")
@@ -185,8 +173,7 @@ def payment_method_dialog(request: HttpRequest, setup_id) -> HttpResponse:
         except PaymentError as declined:
             error = declined.reason
         else:
-            session.payment_method = method
-            session.save(update_fields=["payment_method"])
+            session.choose_payment_method(method)
             return _redirect(request, _step_url(session, "details"))
     context = {"session": session, "form": form, "methods": methods, "error": error}
     status = 422 if (form.is_bound and form.errors) or error else 200

@@ -225,6 +225,40 @@ def test_existing_user_adds_a_new_account_at_the_details_step(client_for, owner,
     assert not Credit.objects.exists()  # existing users get no welcome credit
 
 
+def stepper(page: str) -> list[str]:
+    return re.findall(r"<li[^>]*>([^<]+)</li>", page.split('class="stepper"')[1].split("</ol>")[0])
+
+
+def test_stepper_shows_only_the_steps_the_flow_reaches(client_for, owner, mine):
+    make_account(owner, name="Old", country="GB")
+    client = client_for(owner)
+    _, sid = start(client, mine)
+
+    # An existing billing user picks an account and is done: no details step.
+    assert stepper(client.get(f"/billing/setup/{sid}/account/").content.decode()) == [
+        "Project and key",
+        "Billing account",
+    ]
+    # Adding a new account goes through the details step, which the stepper now shows.
+    client.post(f"/billing/setup/{sid}/account/", {"account": "new"})
+    assert stepper(client.get(f"/billing/setup/{sid}/details/").content.decode()) == [
+        "Project and key",
+        "Billing account",
+        "Account details",
+    ]
+
+
+def test_new_billing_user_sees_the_details_step_from_the_start(client_for, owner, mine):
+    client = client_for(owner)
+    _, sid = start(client, mine)
+
+    assert stepper(client.get(f"/billing/setup/{sid}/project/").content.decode()) == [
+        "Project and key",
+        "Billing account",
+        "Account details",
+    ]
+
+
 def test_prepayment_country_gives_action_required_with_the_reason(client_for, owner, mine):
     client = client_for(owner)
     _, sid = start(client, mine)
