@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from billing import cards
-from billing.models import BillingAccount, Country, PaymentsProfile
+from billing.models import BillingAccount, Country, PaymentsProfile, ProfileType
 
 NEW_ACCOUNT = "new"
 
@@ -93,6 +93,8 @@ class ContactForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["country"].choices = country_choices()
+        # A required choice: no pre-checked "---------" placeholder among the radios.
+        self.fields["profile_type"].choices = ProfileType.choices
         if self.instance.pk:
             self.initial["country"] = self.instance.country_id
 
@@ -142,7 +144,8 @@ class CardForm(forms.Form):
     cvc = forms.CharField(
         label=_("Security code (CVC)"),
         max_length=4,
-        widget=forms.PasswordInput(attrs={"autocomplete": "cc-csc", "inputmode": "numeric"}),
+        # A text input: autocomplete="cc-csc" is not valid on a password input. Never re-displayed.
+        widget=UnechoedTextInput(attrs={"autocomplete": "cc-csc", "inputmode": "numeric"}),
     )
 
     def __init__(self, *args, today: date | None = None, **kwargs):

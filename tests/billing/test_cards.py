@@ -71,7 +71,9 @@ def test_card_form_never_redisplays_the_number_or_cvc():
     form = card_form(exp_month="1", exp_year="2026")
     form.is_valid()
 
-    assert 'type="password"' in str(form["cvc"])
+    # A text input: autocomplete="cc-csc" is only valid there (X12), and it is never re-displayed.
+    assert 'type="text"' in str(form["cvc"])
+    assert 'autocomplete="cc-csc"' in str(form["cvc"])
     assert "value=" not in str(form["cvc"])
     assert "value=" not in str(form["number"])
     assert '<option value="1" selected>' in str(form["exp_month"])

@@ -141,6 +141,19 @@ def test_contact_errors_are_per_field_and_keep_input(client_for, owner, mine):
     assert not PaymentsProfile.objects.exists()
 
 
+def test_profile_type_is_a_fieldset_with_a_legend_and_no_placeholder(client_for, owner, mine):
+    client = client_for(owner)
+    _, sid = start(client, mine)
+
+    page = client.get(f"/billing/setup/{sid}/contact/").content.decode()
+    group = page.split('<fieldset class="field">')[1].split("</fieldset>")[0]
+
+    assert re.findall(r"<legend>([^<]+)</legend>", group) == ["Profile type"]  # the model field's verbose name
+    assert re.findall(r'type="radio" name="profile_type" value="([^"]*)"', group) == ["individual", "business"]
+    assert "checked" not in group
+    assert 'for=""' not in page
+
+
 def test_terms_are_required_and_country_kept(client_for, owner, mine):
     client = client_for(owner)
     _, sid = start(client, mine)
