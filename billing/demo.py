@@ -39,12 +39,8 @@ ACCOUNTS = [
 # History of the developer's main account, (days ago, what, USD): the welcome credit paid the first
 # 300, a statement was paid 38 days ago (the first payment), so the account qualifies for Tier 2.
 WELCOME_GRANTED_DAYS_AGO = 70
-DEMO_CHARGES = [
-    (60, "Gemini API usage", Decimal("180.00")),
-    (45, "Gemini API usage", Decimal("140.00")),
-    (10, "Gemini API usage", Decimal("12.40")),
-]
-DEMO_PAYMENTS = [(38, "Statement paid", Decimal("20.00"))]
+DEMO_CHARGES = [(60, Decimal("180.00")), (45, Decimal("140.00")), (10, Decimal("12.40"))]
+DEMO_PAYMENTS = [(38, Decimal("20.00"))]
 
 
 def seed_billing(users):
@@ -81,15 +77,13 @@ def seed_billing(users):
             )
     main = BillingAccount.objects.get(display_name="Main billing account", administrators__user=users[DEVELOPER])
     now = timezone.now()
-    for days, description, amount in DEMO_CHARGES:
-        at = now - timedelta(days=days)
+    for days, amount in DEMO_CHARGES:
         ledger.record_usage_charge(
-            main, amount=amount, description=description, idempotency_key=f"demo:charge:{days}", at=at
+            main, amount=amount, idempotency_key=f"demo:charge:{days}", at=now - timedelta(days=days)
         )
-    for days, description, amount in DEMO_PAYMENTS:
-        at = now - timedelta(days=days)
+    for days, amount in DEMO_PAYMENTS:
         ledger.record_payment(
-            main, amount=amount, description=description, idempotency_key=f"demo:payment:{days}", at=at
+            main, amount=amount, idempotency_key=f"demo:payment:{days}", at=now - timedelta(days=days)
         )
     for account in BillingAccount.objects.all():
         tiers.refresh_upgrade_flags(account)

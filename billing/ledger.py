@@ -78,7 +78,6 @@ def grant_credit(
             kind=EntryKind.CREDIT_GRANT,
             amount=amount,
             credit=credit,
-            description=credit.get_kind_display(),
             created_by=by,
         )
     return credit
@@ -96,7 +95,12 @@ def _draw_down_key(credit: Credit):
 
 
 def record_usage_charge(
-    account: BillingAccount, *, amount: Decimal, description: str, idempotency_key: str, at=None
+    account: BillingAccount,
+    *,
+    amount: Decimal,
+    idempotency_key: str,
+    description: str = "",
+    at=None,
 ) -> list[LedgerEntry]:
     """Charge usage to the account, paid from its valid credits first (R24).
 
@@ -132,7 +136,6 @@ def record_usage_charge(
                         kind=EntryKind.CREDIT_APPLICATION,
                         amount=-used,
                         credit=credit,
-                        description=credit.get_kind_display(),
                         created_at=at,
                     )
                 )
@@ -145,7 +148,14 @@ def record_usage_charge(
         return [existing]
 
 
-def record_payment(account: BillingAccount, *, amount: Decimal, description: str, idempotency_key: str, at=None):
+def record_payment(
+    account: BillingAccount,
+    *,
+    amount: Decimal,
+    idempotency_key: str,
+    description: str = "",
+    at=None,
+):
     """Money received for what the account owed (a statement paid by the primary payment method).
 
     Idempotent by `idempotency_key`; written under the account's lock like every ledger write, so

@@ -11,7 +11,7 @@ from billing.models.accounts import (
     ProjectBilling,
 )
 from billing.models.countries import Country
-from billing.models.ledger import Credit, CreditKind, EntryKind, LedgerEntry
+from billing.models.ledger import Credit, CreditKind, EntryKind, EntryReason, LedgerEntry
 from billing.models.prepayments import (
     PaymentStatus,
     Prepayment,
@@ -31,6 +31,7 @@ __all__ = [
     "Credit",
     "CreditKind",
     "EntryKind",
+    "EntryReason",
     "LedgerEntry",
     "PaymentMethod",
     "PaymentMethodKind",

@@ -58,6 +58,13 @@ class EntryKind(models.TextChoices):
     ADJUSTMENT = "adjustment", _("Adjustment")
 
 
+class EntryReason(models.TextChoices):
+    """Why an entry was written, shown in the reader's language (rows store this code, not text)."""
+
+    PREPAYMENT_REFUND = "prepayment_refund", _("Prepayment refund")
+    REFUND_OF_USED_CREDIT = "refund_of_used_credit", _("Refunded prepayment already used for usage")
+
+
 # Entries that move a credit's balance, and entries that move what the account owes.
 # A credit application does both: it uses credit to pay for usage.
 CREDIT_KINDS = [EntryKind.CREDIT_GRANT, EntryKind.CREDIT_APPLICATION, EntryKind.CREDIT_EXPIRY, EntryKind.REFUND]
@@ -82,7 +89,10 @@ class LedgerEntry(models.Model):
     kind = models.CharField(_("kind"), max_length=20, choices=EntryKind.choices)
     amount = models.DecimalField(_("amount (USD)"), max_digits=18, decimal_places=6)
     credit = models.ForeignKey(Credit, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
-    description = models.CharField(_("description"), max_length=200)
+    # What the entry is for, as a code translated when shown (X11); `description` is only for a
+    # note a person typed (staff adjustments), shown as it was written.
+    reason = models.CharField(_("reason"), max_length=30, choices=EntryReason.choices, blank=True)
+    description = models.CharField(_("note"), max_length=200, blank=True)
     # Makes a retried charge a no-op: the second insert is refused by the database.
     idempotency_key = models.CharField(max_length=100, unique=True, null=True, blank=True)
     created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
@@ -128,3 +138,13 @@ class LedgerEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise TypeError("ledger entries are append-only")
+
+    @property
+    def label(self) -> str:
+        """What the entry is for, in the active language: its reason, else its credit's kind
+        ("Welcome credit"), else the note typed with it."""
+        if self.reason:
+            return self.get_reason_display()
+        if self.credit_id is not None:
+            return self.credit.get_kind_display()
+        return self.description

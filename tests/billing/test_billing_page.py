@@ -47,6 +47,20 @@ def test_billing_page_shows_projects_credits_balances_and_transactions(client_fo
     assert "Credit applied · Welcome credit" in html
 
 
+def test_transactions_show_in_the_readers_language_whatever_language_wrote_them(client_for, owner):
+    """X11: rows store a kind, not English text; the page translates them when it renders."""
+    account = make_account(owner, name="Main")
+    ledger.grant_credit(account, kind=CreditKind.WELCOME, amount=Decimal("300"), welcome_for=owner)  # in English
+    ledger.record_usage_charge(account, amount=Decimal("2"), idempotency_key="u1")
+    owner.language = "ja"
+    owner.save()
+
+    html = client_for(owner).get("/billing/").content.decode()
+    rows = re.findall(r"<td>([^<]+)</td><td class=\"num\">USD [-0-9.]+</td>", html)
+
+    assert rows == ["クレジット適用 · ウェルカム クレジット", "使用料金", "クレジット付与 · ウェルカム クレジット"]  # newest first
+
+
 def test_billing_page_query_count_does_not_grow_with_accounts(client_for, owner, django_assert_num_queries):
     client = client_for(owner)
 
