@@ -1,10 +1,15 @@
-"""E-mails about billing, each in the recipient's language (X11)."""
+"""E-mails about billing, each in the recipient's language (X11).
+
+Call these inside the transaction of the change they tell about: `send_mail` writes an outbox row
+(studio.outbox), which commits or rolls back with the change and is delivered by the job runner.
+"""
 
 from django.conf import settings
 from django.core.mail import send_mail
 from django.template.loader import render_to_string
 from django.utils import translation
 
+from billing.models import RefundStatus
 from studio.models import Role
 
 
@@ -34,3 +39,9 @@ def prepayment_succeeded(prepayment):
 def tier_upgraded(project):
     for membership in project.memberships.filter(role=Role.OWNER).select_related("user"):
         _send(membership.user, "tier_upgraded", {"project": project})
+
+
+def refund_decided(request):
+    """The requester learns whether their refund was approved (and made) or rejected."""
+    template = "refund_approved" if request.status == RefundStatus.REFUNDED else "refund_rejected"
+    _send(request.requested_by, template, {"request": request, "account": request.account})

@@ -20,6 +20,7 @@ from billing.models import (
     BillingAccount,
     CreditKind,
     EntryKind,
+    EntryReason,
     LedgerEntry,
     PaymentMethod,
     PaymentStatus,
@@ -145,23 +146,25 @@ def _settle(prepayment: Prepayment, status: str, *, reference: str = "", failure
                 reason=gettext_noop("Prepayment received"),
                 from_states=(BillingState.PREPAYMENT_DUE,),
             )
-            transaction.on_commit(lambda: emails.prepayment_succeeded(locked))
+            emails.prepayment_succeeded(locked)  # an outbox row, committed with the payment
     return locked
 
 
-def reconcile_payments(*, now=None) -> list[Prepayment]:
+def reconcile_payments(*, now=None, progress=None) -> list[Prepayment]:
     """Settle attempts whose outcome we do not know from the processor's own records.
 
     Unknown (timed out) attempts, processing ones that went stale, and pending bank transfers.
     Idempotent: settled attempts are never touched again. Returns the attempts it settled.
+    `progress(done, total)` is called after each attempt looked up.
     """
     now = now or timezone.now()
     processor = get_processor()
     open_attempts = Prepayment.objects.filter(
         status__in=[PaymentStatus.UNKNOWN, PaymentStatus.PENDING]
     ) | Prepayment.objects.filter(status=PaymentStatus.PROCESSING, created_at__lt=now - STALE_AFTER)
+    open_attempts = list(open_attempts.order_by("created_at"))
     settled = []
-    for attempt in open_attempts.order_by("created_at"):
+    for done, attempt in enumerate(open_attempts, start=1):
         record = processor.lookup(idempotency_key=str(attempt.pk))
         if record is None:
             # The processor never saw it: nothing was charged.
@@ -173,6 +176,8 @@ def reconcile_payments(*, now=None) -> list[Prepayment]:
         elif record.status == "pending" and attempt.status != PaymentStatus.PENDING:
             # A bank transfer whose answer was lost: it is waiting for the money, not failed.
             settled.append(_settle(attempt, PaymentStatus.PENDING, reference=record.reference))
+        if progress is not None:
+            progress(done, len(open_attempts))
     return settled
 
 
@@ -252,7 +257,7 @@ def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundReque
                 kind=EntryKind.REFUND,
                 amount=-taken,
                 credit=credit,
-                description=_("Prepayment refund"),
+                reason=EntryReason.PREPAYMENT_REFUND,
                 idempotency_key=f"refund:{locked.pk}:{credit.pk}",
                 created_by=by,
             )
@@ -262,7 +267,7 @@ def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundReque
                 account_id=locked.account_id,
                 kind=EntryKind.ADJUSTMENT,
                 amount=left,
-                description=_("Refunded prepayment already used for usage"),
+                reason=EntryReason.REFUND_OF_USED_CREDIT,
                 idempotency_key=f"refund:{locked.pk}:owed",
                 created_by=by,
             )
@@ -285,3 +290,4 @@ def _review(locked: RefundRequest, status: str, *, by, note: str):
     locked.save(update_fields=["status", "reviewed_by", "reviewed_at", "review_note"])
     action = "refund.approve" if status == RefundStatus.REFUNDED else "refund.reject"
     AuditEvent.record(actor=by, actor_kind=ActorKind.STAFF, action=action, obj=locked, reason=note)
+    emails.refund_decided(locked)

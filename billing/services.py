@@ -128,8 +128,7 @@ def require_prepayment(account: BillingAccount, *, by, reason: str) -> BillingAc
             actor=by, actor_kind=ActorKind.STAFF, action="billing_account.require_prepayment", obj=locked, reason=reason
         )
         reevaluate_projects(locked, by=by, reason=gettext_noop("Prepayment required"))
-        decision = required_prepayment(locked)
-        transaction.on_commit(lambda: emails.prepayment_required(locked, decision))
+        emails.prepayment_required(locked, required_prepayment(locked))  # the outbox row commits with the flag
     return locked
 
 
@@ -299,7 +298,8 @@ def _create_account(session: SetupSession) -> BillingAccount:
     if decision.amount is not None:
         account.prepayment_status, account.prepayment_amount = PrepaymentStatus.REQUIRED, decision.amount
         account.save(update_fields=["prepayment_status", "prepayment_amount"])
-        transaction.on_commit(lambda: emails.prepayment_required(account, decision))
+        # Written to the outbox in this transaction: sent by the job runner, it can never fail the set-up.
+        emails.prepayment_required(account, decision)
     AuditEvent.record(
         actor=user,
         action="billing_account.create",

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
-from billing import ledger
+from billing import emails, ledger
 from billing.models import (
     AccountStatus,
     BillingAccount,
@@ -244,25 +244,37 @@ def progress(project: Project, *, now=None, standing: Standing | None = None, ru
     return Progress(project.tier, next_tier, criteria, unlocks_on)
 
 
-def evaluate_all(*, now=None):
-    """X1: upgrade every project that qualifies (cron-able, idempotent). Yields upgraded projects."""
+def evaluate_all(*, now=None, progress=None):
+    """X1: upgrade every project that qualifies (cron-able, idempotent). Yields upgraded projects.
+
+    Each upgrade and the e-mail to the project's owners (an outbox row) commit together.
+    `progress(done, total)` is called after each billing account.
+    """
     now = now or timezone.now()
-    accounts = BillingAccount.objects.filter(
-        status=AccountStatus.ACTIVE, project_links__project__billing_state=BillingState.ACTIVE
-    ).distinct()
-    for account in accounts:
+    accounts = list(
+        BillingAccount.objects.filter(
+            status=AccountStatus.ACTIVE, project_links__project__billing_state=BillingState.ACTIVE
+        ).distinct()
+    )
+    for done, account in enumerate(accounts, start=1):
         eligible = eligible_tier(account, now=now)  # once per account, whatever its number of projects
         below = ORDER[1 : rank(eligible)]
         for project in Project.objects.filter(
             billing__account=account, billing_state=BillingState.ACTIVE, tier__in=below
         ):
-            if set_project_tier(
-                project,
-                eligible,
-                BillingState.ACTIVE,
-                reason=gettext_noop("Automatic tier evaluation"),
-                linked_to=account,
-                from_states=(BillingState.ACTIVE,),
-            ):
+            with transaction.atomic():
+                upgraded = set_project_tier(
+                    project,
+                    eligible,
+                    BillingState.ACTIVE,
+                    reason=gettext_noop("Automatic tier evaluation"),
+                    linked_to=account,
+                    from_states=(BillingState.ACTIVE,),
+                )
+                if upgraded:
+                    emails.tier_upgraded(project)
+            if upgraded:
                 yield project
         refresh_upgrade_flags(account, eligible=eligible)
+        if progress is not None:
+            progress(done, len(accounts))

@@ -1,8 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
-from studio.models import ApiKey, AuditEvent, Membership, Project, User
+from studio.models import ApiKey, AuditEvent, Membership, OutboundEmail, Project, User
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -87,3 +88,63 @@ class AuditEventAdmin(ReadOnlyAdmin):
     search_fields = ["actor__email", "object_id", "action"]
     date_hierarchy = "created_at"
     list_select_related = ["actor"]
+
+
+@admin.register(OutboundEmail)
+class OutboundEmailAdmin(ReadOnlyAdmin):
+    """The outbox: what was sent, what waits for a retry, what failed for good. Content is
+    read-only; "Resend" makes messages pending and due now."""
+
+    list_display = ["recipients", "subject", "status", "attempts", "next_attempt_at", "created_at", "sent_at"]
+    list_filter = ["status"]
+    search_fields = ["to", "cc", "bcc", "subject"]
+    date_hierarchy = "created_at"
+    fields = [
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "claimed_until",
+        "last_error",
+        "created_at",
+        "sent_at",
+        "sender",
+        "to",
+        "cc",
+        "bcc",
+        "reply_to",
+        "subject",
+        "body",
+        "alternatives",
+        "headers",
+    ]
+    readonly_fields = fields
+    actions = ["resend"]
+
+    @admin.display(description=_("Recipients"))
+    def recipients(self, obj):
+        return ", ".join(obj.to + obj.cc + obj.bcc)
+
+    def has_resend_permission(self, request):
+        # The content stays read-only for everyone; resending is what "change" allows here.
+        return request.user.has_perm("studio.change_outboundemail")
+
+    @admin.action(description=_("Resend"), permissions=["resend"])
+    def resend(self, request, queryset):
+        done = sum(email.resend(by=request.user) for email in queryset)
+        busy = len(queryset) - done
+        self.message_user(
+            request,
+            ngettext("%(count)d e-mail will be sent again.", "%(count)d e-mails will be sent again.", done)
+            % {"count": done},
+        )
+        if busy:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d e-mail is being sent right now; it was left alone.",
+                    "%(count)d e-mails are being sent right now; they were left alone.",
+                    busy,
+                )
+                % {"count": busy},
+                level=messages.WARNING,
+            )

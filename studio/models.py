@@ -11,6 +11,7 @@ from django.db import models, transaction
 from django.db.models import F, FilteredRelation, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from studio import keyformat
 
@@ -72,6 +73,34 @@ class User(AbstractBaseUser, PermissionsMixin):
     def __str__(self):
         return self.email
 
+    def link_studio_key(self, key, *, by) -> bool:
+        """Link `key` to the studio (None unlinks): studio usage through it is billed to its project.
+
+        Writes one audit event, studio_key.link or studio_key.unlink, with the key's id and prefix
+        before and after (never its secret); saving the same key again changes and records nothing.
+        The caller checks that the key is a paid one the user may use (SettingsForm).
+        """
+        with transaction.atomic():
+            locked = User.objects.select_for_update().get(pk=self.pk)
+            self.studio_api_key = key
+            if locked.studio_api_key_id == (key.pk if key else None):
+                return False
+            before = locked.studio_api_key
+            locked.studio_api_key = key
+            locked.save(update_fields=["studio_api_key"])
+            AuditEvent.record(
+                actor=by,
+                action="studio_key.link" if key else "studio_key.unlink",
+                obj=locked,
+                before=_studio_key_state(before),
+                after=_studio_key_state(key),
+            )
+            return True
+
+
+def _studio_key_state(key) -> dict:
+    return {"key_id": key.pk if key else None, "key_prefix": key.prefix if key else None}
+
 
 class Tier(models.TextChoices):
     FREE = "free", _("Free")
@@ -87,6 +116,20 @@ class BillingState(models.TextChoices):
     PREPAYMENT_DUE = "prepayment_due", _("Prepayment due")
     ACTIVE = "active", _("Billing active")
     SUSPENDED = "suspended", _("Billing suspended")
+
+
+class QuotaState(models.TextChoices):
+    """What a project's Quota tier cell shows (`Project.quota_state`, one template:
+    studio/includes/quota_tier.html): a billing state that asks for something, or the tier it is on."""
+
+    SET_UP_BILLING = "set_up_billing", _("Set up billing")
+    ACTION_REQUIRED = "action_required", _("Action required")
+    BILLING_SUSPENDED = "billing_suspended", _("Billing suspended")
+    # Active billing: the project's tier (values as Tier's).
+    FREE = Tier.FREE.value, Tier.FREE.label
+    TIER_1 = Tier.TIER_1.value, Tier.TIER_1.label
+    TIER_2 = Tier.TIER_2.value, Tier.TIER_2.label
+    TIER_3 = Tier.TIER_3.value, Tier.TIER_3.label
 
 
 class ProjectQuerySet(models.QuerySet):
@@ -155,15 +198,19 @@ class Project(models.Model):
         return self.tier != Tier.FREE
 
     @property
-    def quota_state(self) -> str:
-        """What the Quota tier cell shows: set_up_billing, action_required, billing_suspended or the tier."""
+    def quota_state(self) -> QuotaState:
+        """What the Quota tier cell shows: set up billing, action required, billing suspended or the tier."""
         if self.billing_state == BillingState.NONE:
-            return "set_up_billing"
+            return QuotaState.SET_UP_BILLING
         if self.billing_state == BillingState.PREPAYMENT_DUE:
-            return "action_required"
+            return QuotaState.ACTION_REQUIRED
         if self.billing_state == BillingState.SUSPENDED:
-            return "billing_suspended"
-        return self.tier
+            return QuotaState.BILLING_SUSPENDED
+        return QuotaState(self.tier)
+
+    def is_writable_by(self, user) -> bool:
+        """Whether `user` imported this project and may change it (Owner or Editor): one query."""
+        return Project.objects.writable_by(user).filter(pk=self.pk).exists()
 
 
 class Role(models.TextChoices):
@@ -254,6 +301,17 @@ class ApiKey(models.Model):
     @property
     def masked(self) -> str:
         return f"{self.prefix}…{self.last4}"
+
+    @property
+    def read_only(self) -> bool:
+        """For a key read through `visible_to(user)`: the user is a Viewer of its project, so they may
+        change neither the key nor the project's billing and tier (nor may anyone, without a role)."""
+        return getattr(self, "role", None) not in WRITE_ROLES
+
+    @property
+    def role_label(self) -> str:
+        """The user's role, as `visible_to(user)` annotates it, in words."""
+        return Role(self.role).label
 
     @property
     def is_revoked(self) -> bool:
@@ -355,3 +413,85 @@ class AuditEvent(models.Model):
             after=after or {},
             reason=reason,
         )
+
+
+class EmailStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SENT = "sent", _("Sent")
+    FAILED = "failed", _("Failed")
+
+
+class OutboundEmail(models.Model):
+    """An e-mail in the outbox: written in the transaction of the change it tells about, delivered
+    afterwards by `studio.outbox.deliver_due` (retries with backoff). Every e-mail leaves this way."""
+
+    sender = models.CharField(pgettext_lazy("email", "from"), max_length=320)
+    to = models.JSONField(pgettext_lazy("email", "to"), default=list)
+    cc = models.JSONField(_("cc"), default=list, blank=True)
+    bcc = models.JSONField(_("bcc"), default=list, blank=True)
+    reply_to = models.JSONField(_("reply to"), default=list, blank=True)
+    subject = models.TextField(_("subject"))
+    body = models.TextField(_("body"), blank=True)
+    content_subtype = models.CharField(max_length=20, default="plain")
+    # [content, mimetype] pairs, e.g. an HTML version of the body.
+    alternatives = models.JSONField(_("alternatives"), default=list, blank=True)
+    # [filename, base64 content, mimetype] triples.
+    attachments = models.JSONField(_("attachments"), default=list, blank=True)
+    headers = models.JSONField(_("headers"), default=dict, blank=True)
+    status = models.CharField(_("status"), max_length=10, choices=EmailStatus.choices, default=EmailStatus.PENDING)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt"), default=timezone.now)
+    # A sender's lease: until then the message is being sent and nobody else takes it.
+    claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("outbound e-mail")
+        verbose_name_plural = _("outbound e-mails")
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="outbox_due"),
+        ]
+
+    def __str__(self):
+        return f"{', '.join(self.to)}: {self.subject}"
+
+    @property
+    def recipient_count(self) -> int:
+        return len(self.to) + len(self.cc) + len(self.bcc)
+
+    def resend(self, *, by) -> bool:
+        """Staff: make the message pending and due now, with a fresh set of attempts.
+
+        Returns False (and changes nothing) while a sender holds it: it is being sent right now.
+        """
+        with transaction.atomic():
+            locked = OutboundEmail.objects.select_for_update().get(pk=self.pk)
+            now = timezone.now()
+            if locked.status == EmailStatus.PENDING and locked.claimed_until and locked.claimed_until > now:
+                return False
+            before = {"status": locked.status, "attempts": locked.attempts}
+            locked.status, locked.attempts, locked.next_attempt_at, locked.claimed_until = (
+                EmailStatus.PENDING,
+                0,
+                now,
+                None,
+            )
+            locked.save(update_fields=["status", "attempts", "next_attempt_at", "claimed_until"])
+            AuditEvent.record(
+                actor=by,
+                actor_kind=ActorKind.STAFF,
+                action="outbound_email.resend",
+                obj=locked,
+                before=before,
+                after={"status": EmailStatus.PENDING, "attempts": 0},
+            )
+        self.status, self.attempts, self.next_attempt_at, self.claimed_until = (
+            locked.status,
+            locked.attempts,
+            locked.next_attempt_at,
+            None,
+        )
+        return True

@@ -10,16 +10,44 @@ from pathlib import Path
 
 import environ
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=True)
-SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-secret-key-do-not-use-in-production")
+# Production secrets: not a development value, at least this many characters (secrets.token_urlsafe(32)
+# gives 43) and 5 different ones. `check --deploy` further wants 50 characters for SECRET_KEY.
+SECRET_MIN_LENGTH = 32
+
+
+def _secret(name: str, development_value: str) -> str:
+    """The variable's value; with DEBUG off, a missing, development or weak value stops the process."""
+    value = env(name, default="")
+    if DEBUG:
+        return value or development_value
+    if not value:
+        problem = "is not set"
+    elif value == development_value or value.startswith(("dev-only", "django-insecure")):
+        problem = "is the development value"
+    elif len(value) < SECRET_MIN_LENGTH or len(set(value)) < 5:
+        problem = f"is too weak (fewer than {SECRET_MIN_LENGTH} characters, or fewer than 5 different ones)"
+    else:
+        return value
+    raise ImproperlyConfigured(
+        f"{name} {problem}. With DEBUG=0 it must be a random value of at least {SECRET_MIN_LENGTH} characters; "
+        f'make one with: python -c "import secrets; print(secrets.token_urlsafe(50))"'
+    )
+
+
+SECRET_KEY = _secret("SECRET_KEY", "dev-only-insecure-secret-key-do-not-use-in-production")
 # Keyed hash for API key secrets. Kept apart from SECRET_KEY so that rotating session signing
 # does not invalidate every issued API key.
-API_KEY_PEPPER = env("API_KEY_PEPPER", default="dev-only-api-key-pepper")
+API_KEY_PEPPER = _secret("API_KEY_PEPPER", "dev-only-api-key-pepper")
+if not DEBUG and API_KEY_PEPPER == SECRET_KEY:
+    raise ImproperlyConfigured("API_KEY_PEPPER must differ from SECRET_KEY: each is rotated on its own.")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -39,11 +67,17 @@ INSTALLED_APPS = [
     "django_countries",
     "axes",
     "csp",
+    "huey.contrib.djhuey",
 ]
 
 MIDDLEWARE = [
+    # First: its request id and timing cover everything below, redirects and errors included.
+    "studio.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # The fleet API (/api/v1/): its own body limit (JSON 413) before anything reads the body, and
+    # JSON for every error below, Django's own 404/405/500 included.
+    "usage.middleware.FleetApiMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -79,6 +113,9 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0 if DEBUG else 60)
+# A kept connection that the server dropped (restart, failover, idle timeout) is tested with
+# SELECT 1 before a request's first query and replaced, instead of failing that request with a 500.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")
@@ -111,6 +148,20 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_SENSITIVE_PARAMETERS = ["password"]
 AXES_USERNAME_FORM_FIELD = "username"
 AXES_USERNAME_CALLABLE = "studio.throttling.username_for_throttling"
+# The address a failure counts against is the real client's, by the TRUSTED_PROXY_COUNT rule below.
+AXES_CLIENT_IP_CALLABLE = "studio.throttling.client_ip"
+
+# Client addresses: how many reverse proxies in front of the app append to X-Forwarded-For. 0 (no
+# proxy) ignores the header, so nobody can forge an address; 1 behind one load balancer.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Requests that send e-mail, counted in the cache per fixed window: "count/period" (s, m, h, d).
+# Past a per-address rate the answer stays the same but no e-mail leaves; past a per-client rate, 429.
+THROTTLE_PASSWORD_RESET_PER_ADDRESS = env("THROTTLE_PASSWORD_RESET_PER_ADDRESS", default="3/h")
+THROTTLE_PASSWORD_RESET_PER_CLIENT = env("THROTTLE_PASSWORD_RESET_PER_CLIENT", default="10/h")
+THROTTLE_SIGNUP_PER_ADDRESS = env("THROTTLE_SIGNUP_PER_ADDRESS", default="3/h")
+THROTTLE_SIGNUP_PER_CLIENT = env("THROTTLE_SIGNUP_PER_CLIENT", default="10/h")
+# How long a sign-up confirmation link works.
+SIGNUP_LINK_MAX_AGE = timedelta(days=env.int("SIGNUP_LINK_DAYS", default=3))
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("ja", _("Japanese"))]
@@ -131,18 +182,38 @@ STORAGES = {
     },
 }
 
-EMAIL_BACKEND = env(
-    "EMAIL_BACKEND",
+# Every e-mail is a row in the outbox (studio.outbox), written in the transaction of the change it
+# tells about; the job runner delivers it through OUTBOX_DELIVERY_BACKEND with retries.
+EMAIL_BACKEND = "studio.outbox.OutboxBackend"
+OUTBOX_DELIVERY_BACKEND = env(
+    "OUTBOX_DELIVERY_BACKEND",
     default="django.core.mail.backends.console.EmailBackend"
     if DEBUG
     else "django.core.mail.backends.smtp.EmailBackend",
 )
+# Failed attempts (1, 2, 4 … minutes apart, at most an hour) before a message is marked failed.
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 EMAIL_HOST = env("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
 EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
 EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+# Seconds before a silent mail server counts as a failed attempt (the outbox's lease is 5 minutes).
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Studio Console <no-reply@studio.example>")
+
+# The job runner (huey): `manage.py run_huey` runs periodic jobs (each app's jobs.py) and the
+# outbox's deliver-now requests. Redis when REDIS_URL is set; otherwise a SQLite file, so that
+# `make run` needs nothing else. Jobs never run inside a web request, even with DEBUG.
+HUEY = {
+    "immediate": False,
+    "results": False,  # nobody reads a job's return value
+    "consumer": {"workers": 2, "worker_type": "thread"},  # a long job does not hold up the outbox
+}
+if REDIS_URL:
+    HUEY.update(huey_class="huey.RedisHuey", url=REDIS_URL)
+else:
+    HUEY.update(huey_class="huey.SqliteHuey", filename=str(BASE_DIR / "jobs.sqlite3"))
 
 # Strict CSP: scripts and styles only from our own static files; no inline code anywhere.
 CONTENT_SECURITY_POLICY = {
@@ -166,6 +237,8 @@ CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Load balancers probe over plain HTTP: the health endpoints answer instead of redirecting.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
@@ -191,11 +264,32 @@ FLEET_TOKEN_CACHE_SECONDS = env.int("FLEET_TOKEN_CACHE_SECONDS", default=10)
 
 DJANGO_TABLES2_TEMPLATE = "partials/table.html"
 
+# One line per request on "studio.request" (studio.middleware.RequestLogMiddleware); every record
+# carries the request id of the request it was written in. LOG_FORMAT=json: one JSON object a line.
+LOG_FORMAT = env("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "studio.middleware.RequestIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": ["asctime", "levelname", "name", "message", "request_id"],
+            # Other attributes of a record become keys, except Django's request object (its
+            # repr has the query string).
+            "reserved_attrs": [*RESERVED_ATTRS, "request"],
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     # Request bodies never reach the logs: they may hold API keys or passwords.
-    "loggers": {"django.request": {"level": "ERROR"}, "axes": {"level": "WARNING"}},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "axes": {"level": "WARNING"},
+        # The job runner's own lines, once: run_huey adds a second handler only to a logger without one.
+        "huey": {"handlers": ["console"], "propagate": False},
+    },
 }

@@ -1,6 +1,8 @@
 import os
+import socket
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 
 from studio.models import Role
@@ -48,14 +50,47 @@ def _reference_data(request):
         load_reference_data()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _jobs_run_in_process():
+    """Jobs queued by the code under test (e.g. "deliver the outbox now" after a commit) run at
+    once in the test's thread, never in a Redis or SQLite queue shared with `make run`."""
+    from huey.contrib.djhuey import HUEY
+
+    HUEY.immediate = True
+
+
 @pytest.fixture(autouse=True)
 def _fast_and_isolated(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    # The real path: e-mail goes to the outbox; deliver_mail() sends it to django.core.mail.outbox.
+    settings.EMAIL_BACKEND = "studio.outbox.OutboxBackend"
+    settings.OUTBOX_DELIVERY_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Throttle counters live in the cache (Redis under REDIS_URL): every test starts with none."""
+    cache.clear()
+
+
+@pytest.fixture
+def smtp_down(settings):
+    """Deliver through Django's real SMTP backend to a port where nothing listens (the mail
+    server is down). Returns smtp_back(), which switches delivery to the test mailbox."""
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.OUTBOX_DELIVERY_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_USE_TLS = "127.0.0.1", port, False
+
+    def smtp_back():
+        settings.OUTBOX_DELIVERY_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+    return smtp_back
 
 
 @pytest.fixture

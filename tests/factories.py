@@ -92,3 +92,14 @@ def make_account(user, *, country="US", name=None, prepayment_due=False, project
     for project in projects:
         link_project(project, account, by=user)
     return account
+
+
+def deliver_mail():
+    """Run the outbox's real delivery (the deliver_outbox job) and return what reached the test
+    mailbox (`django.core.mail.outbox`, every message delivered so far in this test)."""
+    from django.core import mail
+
+    from studio.outbox import deliver_due
+
+    deliver_due()
+    return mail.outbox

@@ -33,7 +33,7 @@ from billing.processor import get_processor
 from billing.services import BillingError, add_card
 from studio.models import BillingState, Tier
 from tests.concurrency import at_once
-from tests.factories import make_account, make_project, make_user
+from tests.factories import deliver_mail, make_account, make_project, make_user
 
 D = Decimal
 
@@ -87,6 +87,7 @@ def test_card_prepayment_becomes_credit_and_moves_every_project_to_tier_1(
     projects = due.project_links.values_list("project__tier", "project__billing_state")
     assert sorted(projects) == [(Tier.TIER_1, BillingState.ACTIVE)] * 2
     assert TestProcessorCharge.objects.count() == 1
+    deliver_mail()
     assert [m.subject for m in mail.outbox] == ["Your prepayment was received"]
     assert "USD 25.00" in mail.outbox[0].body and "One (" in mail.outbox[0].body
 
@@ -215,6 +216,7 @@ def test_prepayment_required_email_in_the_users_language(owner, django_capture_o
     with django_capture_on_commit_callbacks(execute=True):
         finish_setup(session)
 
+    deliver_mail()
     (message,) = mail.outbox
     assert message.to == [owner.email]
     assert message.subject == "対応が必要: 請求先アカウントの 1 回限りの前払い"
@@ -258,7 +260,9 @@ def test_refund_request_waits_for_review_and_approval_refunds_from_the_prepaymen
 
     request.refresh_from_db()
     assert request.status == RefundStatus.REFUNDED
-    assert [e.amount for e in LedgerEntry.objects.filter(kind=EntryKind.REFUND)] == [D("-30")]
+    assert [(e.amount, e.label) for e in LedgerEntry.objects.filter(kind=EntryKind.REFUND)] == [
+        (D("-30"), "Prepayment refund")
+    ]
     assert ledger.balances(paid).credit_remaining == D("10")
     refund = TestProcessorCharge.objects.get(idempotency_key=f"refund:{request.pk}")
     assert (refund.status, refund.amount) == ("refunded", D("-30"))

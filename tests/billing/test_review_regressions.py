@@ -11,7 +11,7 @@ from billing import ledger, tiers
 from billing.models import AccountStatus, BillingAdministrator, PaymentMethod, PrepaymentStatus
 from billing.services import require_prepayment, set_account_status, unlink_project
 from studio.models import BillingState, Role, Tier, User
-from tests.factories import add_member, make_account, make_key, make_project, make_user
+from tests.factories import add_member, deliver_mail, make_account, make_key, make_project, make_user
 
 
 def qualifying_account(owner, projects):
@@ -86,6 +86,7 @@ def test_staff_flag_makes_the_prepayment_due_at_once(owner, django_capture_on_co
     project.refresh_from_db()
     assert (account.prepayment_status, account.prepayment_amount) == (PrepaymentStatus.REQUIRED, D("10.00"))
     assert (project.tier, project.billing_state) == (Tier.FREE, BillingState.PREPAYMENT_DUE)
+    deliver_mail()
     assert [m.to for m in mail.outbox] == [[owner.email]]
 
 

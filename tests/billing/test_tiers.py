@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from billing import ledger, tiers
 from billing.models import CreditKind, TierChange, TierRule
 from studio.models import BillingState, Tier
-from tests.factories import make_account, make_key, make_project
+from tests.factories import deliver_mail, make_account, make_key, make_project
 
 D = Decimal
 
@@ -150,6 +150,7 @@ def test_evaluate_tiers_upgrades_automatically_once_and_emails_the_owner(spender
     with time_machine.travel(timezone.now() + timedelta(days=31)):
         call_command("evaluate_tiers")
         call_command("evaluate_tiers")
+        deliver_mail()
 
     project.refresh_from_db()
     assert project.tier == Tier.TIER_2
