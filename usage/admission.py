@@ -32,6 +32,11 @@ def quota_ids(tier: str) -> dict[str, str]:
     }
 
 
+# The unit of each quota's limit and remaining: the spend quota counts micro-USD (1 USD = 1,000,000).
+UNITS = {"rpm": "requests", "tpm": "tokens", "rpd": "requests", "spend": "micro_usd"}
+QUOTA_UNITS = {quota_id: UNITS[name] for tier in TIER_SUFFIX for name, quota_id in quota_ids(tier).items()}
+
+
 @dataclass(frozen=True)
 class Denial:
     code: int
@@ -145,7 +150,13 @@ def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int
     # One scope per project: every counter of a project lives under one Redis hash tag.
     decision = get_limiter().check(f"p{project.project_pk}", limits)
     states = [
-        {"quota_id": s.quota_id, "limit": s.limit, "remaining": s.remaining, "reset_seconds": s.reset_seconds}
+        {
+            "quota_id": s.quota_id,
+            "limit": s.limit,
+            "remaining": s.remaining,
+            "unit": QUOTA_UNITS.get(s.quota_id),
+            "reset_seconds": s.reset_seconds,
+        }
         for s in decision.states
     ]
     if decision.allowed:
@@ -163,6 +174,7 @@ def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int
             f"Please retry in {exceeded.reset_seconds}s.",
             "quota_id": exceeded.quota_id,
             "limit": exceeded.limit,
+            "unit": QUOTA_UNITS.get(exceeded.quota_id),
             "retry_delay_seconds": exceeded.reset_seconds,
         },
     }

@@ -6,16 +6,27 @@ Python, then one write. On PostgreSQL the write is COPY into a temporary table a
 statement that inserts the events (`ON CONFLICT (event_id) DO NOTHING`) and adds exactly the
 inserted ones to the minute/hour/day rollups; a replay, even concurrent, inserts nothing and so
 adds nothing. Elsewhere (SQLite, the embedded default) the same result comes from the ORM.
+
+Two kinds of event: a request (generate, count_tokens, batch) with its tokens, and cache storage
+(`cache_storage`) with the token-hours a context cache was kept. Storage is rated and rolled up
+(token-hours, cost) but is not a request: it adds nothing to the rollups' request counts and is
+never admitted through quota:check.
+
+The write is retried only when PostgreSQL says that trying again can succeed (RETRYABLE: SQLSTATE
+40001, 40P01, 55P03), a few times with a short jittered pause, each retry logged with its cause;
+any other error is raised at once.
 """
 
 import logging
+import random
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from django.db import OperationalError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
@@ -31,30 +42,89 @@ MAX_BATCH = 1000
 MAX_TOKENS = 10_000_000  # more than any context window: a larger count is a fleet bug
 OLDEST = timedelta(days=7)
 NEWEST = timedelta(minutes=5)
-DEADLOCK_RETRIES = 3
+# SQLSTATEs after which the same write can succeed: serialization failure, deadlock detected, lock
+# not available (lock_timeout, NOWAIT). Anything else (a constraint, a dropped connection, a
+# statement timeout) fails the batch at once; the fleet's retry of the call is safe (event ids).
+RETRYABLE = {"40001": "serialization failure", "40P01": "deadlock detected", "55P03": "lock not available"}
+STORE_ATTEMPTS = 4
+RETRY_PAUSE_SECONDS = 0.02  # doubled per attempt, jittered: 10-20 ms, 20-40 ms, 40-80 ms
 TokenCount = Annotated[int, Field(strict=True, ge=0, le=MAX_TOKENS)]
+NoTokens = Annotated[int, Field(strict=True, ge=0, le=0, description="0 tokens: storage is not a request.")]
+KINDS = ("generate", "count_tokens", "batch", "cache_storage")
 
 
-class EventIn(BaseModel):
-    """One usage event as the fleet reports it."""
-
+class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    event_id: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$")]
-    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")]
-    model: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    kind: Literal["generate", "count_tokens", "batch"]
-    source: Literal["api", "studio"] = "api"
-    status_code: Annotated[int, Field(strict=True, ge=100, le=599)]
-    input_tokens: TokenCount
-    output_tokens: TokenCount = 0
-    cached_tokens: TokenCount = 0
-    cache_token_hours: Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), max_digits=20, decimal_places=6)] = Decimal(0)
-    occurred_at: AwareDatetime
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$")] = Field(
+        description="The fleet's unique id of this event (printable ASCII, no spaces): a replay of the same id "
+        "is a duplicate and changes nothing.",
+        examples=["evt-7f3c2a"],
+    )
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] = Field(
+        description="The API key's id, as quota:check answered it (`key_id`).", examples=["1234"]
+    )
+    model: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="The model's id in the catalog.", examples=["gemini-2.5-flash"]
+    )
+    source: Literal["api", "studio"] = Field(
+        "api", description="`studio`: usage of the studio itself, billed only through a key linked to the studio."
+    )
+    occurred_at: AwareDatetime = Field(
+        description="When it happened: RFC 3339 with a UTC offset, at most 7 days ago and 5 minutes ahead. "
+        "Rated at the prices in force then.",
+        examples=["2026-11-28T05:00:00Z"],
+    )
 
 
-EVENT = TypeAdapter(EventIn)
-EVENTS = TypeAdapter(list[EventIn])
+class RequestEventIn(_Event):
+    """A model request as the fleet served it (`generate`, `count_tokens`, `batch`)."""
+
+    kind: Literal["generate", "count_tokens", "batch"] = Field(
+        description="`count_tokens` is free and not counted against quota; `batch` pays the batch price."
+    )
+    status_code: Annotated[int, Field(strict=True, ge=100, le=599)] = Field(
+        description="The HTTP status the request was answered with: 400 and 500 families are free but count "
+        "against quota."
+    )
+    input_tokens: TokenCount = Field(description="Prompt tokens, cached ones included (tokens).")
+    output_tokens: TokenCount = Field(0, description="Output tokens (tokens).")
+    cached_tokens: TokenCount = Field(
+        0, description="Prompt tokens read from a context cache (tokens, at most input_tokens)."
+    )
+    cache_token_hours: Annotated[Decimal, Field(ge=0, le=0, max_digits=20, decimal_places=6)] = Field(
+        Decimal(0), description="0 (token-hours): report cache storage as an event of kind `cache_storage`."
+    )
+
+
+class StorageEventIn(_Event):
+    """Cache storage: the token-hours context caches were kept. Rated, not a request."""
+
+    kind: Literal["cache_storage"] = Field(description="Cache storage: rated, never counted against quota.")
+    cache_token_hours: Annotated[Decimal, Field(gt=0, le=Decimal("1e12"), max_digits=20, decimal_places=6)] = Field(
+        description="Cached tokens × hours kept (token-hours, up to 6 decimals), priced per 1M token-hours.",
+        examples=["1500000.5"],
+    )
+    input_tokens: NoTokens = 0
+    output_tokens: NoTokens = 0
+    cached_tokens: NoTokens = 0
+    status_code: ClassVar[int] = 200  # stored as such: storage is never a failed request
+
+
+AnyEvent = Annotated[RequestEventIn | StorageEventIn, Field(discriminator="kind")]
+EVENT = TypeAdapter(AnyEvent)
+EVENTS = TypeAdapter(list[AnyEvent])
+REQUEST_EVENT = TypeAdapter(RequestEventIn)
+
+# Clearer words, in the error path only, for what the schema refuses about the two kinds.
+COMBINATION_ERRORS = {
+    ("request", "cache_token_hours"): "Report cache storage as its own event of kind cache_storage.",
+    ("cache_storage", "input_tokens"): "A cache_storage event has no tokens: leave this out or send 0.",
+    ("cache_storage", "output_tokens"): "A cache_storage event has no tokens: leave this out or send 0.",
+    ("cache_storage", "cached_tokens"): "A cache_storage event has no tokens: leave this out or send 0.",
+    ("cache_storage", "status_code"): "A cache_storage event is not a request: it has no status_code.",
+}
+KIND_ERROR = "Input should be " + ", ".join(f"'{kind}'" for kind in KINDS[:-1]) + f" or '{KINDS[-1]}'"
 
 
 @dataclass
@@ -67,10 +137,32 @@ class Report:
         self.rejected.append({"index": index, "event_id": event_id, "errors": errors})
 
 
-def _pydantic_errors(error: ValidationError) -> dict[str, list[str]]:
+def _pydantic_errors(error: ValidationError, raw) -> dict[str, list[str]]:
+    """{field: [messages]} of one event."""
+    items = error.errors(include_url=False)
+    if isinstance(raw, dict) and any(item["type"].startswith("union_tag_") for item in items):
+        # No kind, or an unknown one: judge it as a request, so that every other field is named too.
+        try:
+            REQUEST_EVENT.validate_python(raw)
+        except ValidationError as as_request:
+            items = as_request.errors(include_url=False)
+        items = [{"loc": ("request", *item["loc"]), "msg": item["msg"], "type": item["type"]} for item in items]
     errors: dict[str, list[str]] = defaultdict(list)
-    for item in error.errors(include_url=False):
-        errors[str(item["loc"][0]) if item["loc"] else "event"].append(item["msg"])
+    for item in items:
+        loc = item["loc"]
+        if loc and loc[0] in KINDS:  # the discriminated union puts the kind first
+            loc = ("cache_storage" if loc[0] == "cache_storage" else "request", *loc[1:])
+        if len(loc) < 2:
+            errors["event"].append(item["msg"])
+            continue
+        kind, name = loc[0], str(loc[1])
+        if name == "kind":
+            message = KIND_ERROR if item["type"] == "literal_error" else item["msg"]
+        elif item["type"] in ("less_than_equal", "extra_forbidden"):
+            message = COMBINATION_ERRORS.get((kind, name), item["msg"])
+        else:
+            message = item["msg"]
+        errors[name].append(message)
     return dict(errors)
 
 
@@ -79,7 +171,7 @@ def ingest(raw_events: list, *, now: datetime | None = None) -> Report:
     others of the batch are rejected; an event id seen before counts as a duplicate."""
     now = now or timezone.now()
     report = Report()
-    valid: list[tuple[int, EventIn]] = []
+    valid: list[tuple[int, RequestEventIn | StorageEventIn]] = []
     seen: set[str] = set()
     for index, event in _validated(raw_events, report):
         errors = {}
@@ -119,7 +211,7 @@ def _validated(raw_events: list, report: Report):
             yield index, EVENT.validate_python(raw)
         except ValidationError as error:
             event_id = raw.get("event_id") if isinstance(raw, dict) else None
-            report.reject(index, event_id if isinstance(event_id, str) else None, _pydantic_errors(error))
+            report.reject(index, event_id if isinstance(event_id, str) else None, _pydantic_errors(error, raw))
 
 
 def _rate(valid, report: Report, *, received_at) -> list[tuple]:
@@ -193,16 +285,31 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
 def _store(rows: list[tuple]) -> int:
     """Insert new events (tuples in COLUMNS order) and add them to the rollups; returns how many were new."""
     rows.sort(key=lambda row: row[0])  # by event_id: one lock order for concurrent batches
-    for attempt in range(DEADLOCK_RETRIES):
+    for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
             with transaction.atomic():
                 if connection.vendor == "postgresql":
                     return _store_postgres(rows)
                 return _store_orm(rows)
-        except OperationalError:
-            if attempt == DEADLOCK_RETRIES - 1:
+        except DatabaseError as error:
+            cause = error.__cause__  # Django wraps the driver's error, which carries the SQLSTATE
+            sqlstate = getattr(cause, "sqlstate", None)
+            if sqlstate not in RETRYABLE or attempt == STORE_ATTEMPTS:
                 raise
-            log.warning("usage ingestion: retrying a batch of %d after a lock conflict", len(rows))
+            pause = RETRY_PAUSE_SECONDS * 2 ** (attempt - 1) * random.uniform(0.5, 1)
+            log.warning(
+                "usage ingestion: a batch of %d events failed with SQLSTATE %s (%s): %s; attempt %d of %d, "
+                "retrying in %.0f ms",
+                len(rows),
+                sqlstate,
+                RETRYABLE[sqlstate],
+                " ".join(str(cause).split()),  # the server's message and its context, on one line
+                attempt,
+                STORE_ATTEMPTS,
+                pause * 1000,
+                extra={"sqlstate": sqlstate, "attempt": attempt},
+            )
+            time.sleep(pause)
     raise AssertionError("unreachable")
 
 
@@ -228,7 +335,8 @@ WITH inserted AS (
     SELECT g.granularity,
            date_trunc(g.granularity, i.occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS bucket_start,
            i.project_id, i.api_key_id, i.model_id,
-           count(*) AS requests, count(*) FILTER (WHERE i.status_code >= 400) AS errors,
+           count(*) FILTER (WHERE i.kind <> 'cache_storage') AS requests,
+           count(*) FILTER (WHERE i.status_code >= 400) AS errors,
            sum(i.input_tokens) AS input_tokens, sum(i.output_tokens) AS output_tokens,
            sum(i.cached_tokens) AS cached_tokens, sum(i.cache_token_hours) AS cache_token_hours, sum(i.cost) AS cost
     FROM inserted i CROSS JOIN (VALUES ('minute'), ('hour'), ('day')) AS g(granularity)
@@ -284,7 +392,7 @@ def _store_orm(rows: list[tuple]) -> int:
             total = sums[
                 (granularity, _bucket(row.occurred_at, granularity), row.project_id, row.api_key_id, row.model_id)
             ]
-            total["requests"] += 1
+            total["requests"] += row.kind != "cache_storage"
             total["errors"] += row.status_code >= 400
             total["input_tokens"] += row.input_tokens
             total["output_tokens"] += row.output_tokens

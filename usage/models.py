@@ -141,6 +141,7 @@ class Kind(models.TextChoices):
     GENERATE = "generate", _("Generate")
     COUNT_TOKENS = "count_tokens", _("Count tokens")
     BATCH = "batch", _("Batch")
+    CACHE_STORAGE = "cache_storage", _("Cache storage")
 
 
 class Source(models.TextChoices):

@@ -2,6 +2,8 @@
 
 Rules, in order:
 - `count_tokens` is free and does not count against quota;
+- `cache_storage` (token-hours, no tokens) is not a request: it never counts against quota, and is
+  priced by the rules below like any other usage;
 - a failed request (HTTP 400 and 500 families) is free but counts against quota;
 - usage of a project that is not on a paid tier is free;
 - studio usage is free unless it came through a paid API key linked to the studio;
@@ -51,8 +53,9 @@ def rate(
 ) -> Rated:
     if kind == "count_tokens":
         return Rated(billable=False, counts_against_quota=False)
+    counted = kind != "cache_storage"
     if status_code >= 400 or not paid_project or (studio and not studio_key_linked):
-        return Rated(billable=False, counts_against_quota=True)
+        return Rated(billable=False, counts_against_quota=counted)
     long = model.long_prompt_threshold is not None and input_tokens > model.long_prompt_threshold
     input_price = price.long_input if long and price.long_input is not None else price.input
     output_price = price.long_output if long and price.long_output is not None else price.output
@@ -66,7 +69,7 @@ def rate(
 
     return Rated(
         billable=True,
-        counts_against_quota=True,
+        counts_against_quota=counted,
         cost_input=cost(input_tokens - cached_tokens, input_price, factor),
         cost_output=cost(output_tokens, output_price, factor),
         cost_cached=cost(cached_tokens, cached_price),

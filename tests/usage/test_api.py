@@ -83,7 +83,11 @@ def test_usage_report_answers_counts_and_per_event_errors(client, fleet, paid_ke
         "accepted": 1,
         "duplicates": 0,
         "rejected": [
-            {"index": 1, "event_id": "b", "errors": {"kind": ["Input should be 'generate', 'count_tokens' or 'batch'"]}}
+            {
+                "index": 1,
+                "event_id": "b",
+                "errors": {"kind": ["Input should be 'generate', 'count_tokens', 'batch' or 'cache_storage'"]},
+            }
         ],
     }
 
@@ -242,6 +246,7 @@ def test_spend_limit_per_rolling_ten_minutes(client, fleet, paid_key):
         "quota_id": "GenerateSpendPer10MinutesPerProject-Tier1",
         "limit": 2_000_000,
         "remaining": 1_375_000,
+        "unit": "micro_usd",
         "reset_seconds": decisions[0]["limits"][-1]["reset_seconds"],
     }
     assert decisions[-1]["error"]["quota_id"] == "GenerateSpendPer10MinutesPerProject-Tier1"

@@ -54,3 +54,63 @@ def test_settings_refuses_someone_elses_key(client_for, owner, outsider):
 
     assert response.status_code == 422
     assert User.objects.get(pk=owner.pk).studio_api_key is None
+
+
+def studio_key_audit(user):
+    from studio.models import AuditEvent
+
+    return list(
+        AuditEvent.objects.filter(action__startswith="studio_key.", object_id=str(user.pk))
+        .order_by("pk")
+        .values_list("actor_id", "actor_kind", "action", "object_type", "before", "after")
+    )
+
+
+def test_linking_changing_and_unlinking_the_studio_key_each_write_one_audit_event(client_for, owner):
+    first, _ = make_key(make_project(owner, tier=Tier.TIER_1), name="First paid")
+    second, _ = make_key(make_project(owner, tier=Tier.TIER_2), name="Second paid")
+    client = client_for(owner)
+
+    def save(key):
+        response = client.post(
+            "/settings/", {"full_name": "", "language": "en", "studio_api_key": key.pk if key else ""}
+        )
+        assert (response.status_code, response["Location"]) == (302, "/settings/")
+
+    save(first)
+    save(first)  # saved again unchanged: no event
+    save(second)
+    save(None)
+    save(None)  # nothing linked, nothing to unlink: no event
+
+    none = {"key_id": None, "key_prefix": None}
+    one = {"key_id": first.pk, "key_prefix": first.prefix}
+    two = {"key_id": second.pk, "key_prefix": second.prefix}
+    assert studio_key_audit(owner) == [
+        (owner.pk, "user", "studio_key.link", "studio.user", none, one),
+        (owner.pk, "user", "studio_key.link", "studio.user", one, two),
+        (owner.pk, "user", "studio_key.unlink", "studio.user", two, none),
+    ]
+    assert User.objects.get(pk=owner.pk).studio_api_key is None
+
+
+def test_saving_other_settings_writes_no_studio_key_event(client_for, owner):
+    key, _ = make_key(make_project(owner, tier=Tier.TIER_1))
+    owner.link_studio_key(key, by=owner)
+    before = studio_key_audit(owner)
+
+    client_for(owner).post("/settings/", {"full_name": "Ada", "language": "ja", "studio_api_key": key.pk})
+
+    saved = User.objects.get(pk=owner.pk)
+    assert (saved.full_name, saved.language, saved.studio_api_key) == ("Ada", "ja", key)
+    assert studio_key_audit(owner) == before
+    assert len(before) == 1
+
+
+def test_a_refused_studio_key_changes_nothing_and_writes_no_event(client_for, owner, outsider):
+    theirs, _ = make_key(make_project(outsider, tier=Tier.TIER_1))
+
+    response = client_for(owner).post("/settings/", {"full_name": "", "language": "en", "studio_api_key": theirs.pk})
+
+    assert response.status_code == 422
+    assert studio_key_audit(owner) == []

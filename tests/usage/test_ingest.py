@@ -288,3 +288,119 @@ def test_a_first_pass_split_over_concurrent_writers_equals_a_single_writer(event
     assert UsageEvent.objects.count() == 4000
     assert totals()["day"][0] == 4000
     assert totals()["minute"][0] == 4000
+
+
+def storage(event, key, **overrides):
+    """A cache_storage event: token-hours only, none of a request's fields."""
+    request_fields = ("status_code", "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours")
+    base = {name: value for name, value in event(key).items() if name not in request_fields}
+    return {**base, "kind": "cache_storage", "cache_token_hours": "2000000", **overrides}
+
+
+def test_cache_storage_is_rated_and_rolled_up_as_storage_not_as_a_request(paid_key, event):
+    key, _ = paid_key  # gemini-2.5-flash: storage USD 1.00 per 1M token-hours
+
+    report = ingest([event(key, event_id="request"), storage(event, key, event_id="storage")])
+
+    assert (report.accepted, report.rejected) == (2, [])
+    stored = UsageEvent.objects.get(event_id="storage")
+    assert (
+        stored.kind,
+        stored.status_code,
+        stored.input_tokens,
+        stored.output_tokens,
+        stored.cached_tokens,
+        stored.cache_token_hours,
+        stored.billable,
+        stored.counts_against_quota,
+        stored.cost_storage,
+        stored.cost,
+    ) == ("cache_storage", 200, 0, 0, 0, D("2000000"), True, False, D("2"), D("2"))
+    rollups = UsageRollup.objects.values_list("granularity", "requests", "errors", "input_tokens", "cache_token_hours")
+    assert sorted(rollups) == [(g, 1, 0, 1200, D("2000000")) for g in ("day", "hour", "minute")]
+    assert totals() == {g: (1, 0, 1200, 300, D("2.001110000")) for g in ("minute", "hour", "day")}
+
+
+def test_cache_storage_alone_adds_no_request(free_key, event):
+    key, _ = free_key
+
+    ingest([storage(event, key, cache_token_hours="0.5", source="studio")])
+
+    stored = UsageEvent.objects.get()
+    assert (stored.billable, stored.counts_against_quota, stored.cost) == (False, False, 0)
+    assert sorted(UsageRollup.objects.values_list("granularity", "requests", "cache_token_hours")) == [
+        ("day", 0, D("0.5")),
+        ("hour", 0, D("0.5")),
+        ("minute", 0, D("0.5")),
+    ]
+
+
+def test_cache_storage_may_carry_zero_token_counts(paid_key, event):
+    key, _ = paid_key
+
+    report = ingest([storage(event, key, input_tokens=0, output_tokens=0, cached_tokens=0)])
+
+    assert (report.accepted, report.rejected) == (1, [])
+
+
+NO_TOKENS = "A cache_storage event has no tokens: leave this out or send 0."
+
+
+@pytest.mark.parametrize(
+    ("kind", "overrides", "errors"),
+    [
+        ("storage", {"input_tokens": 10}, {"input_tokens": [NO_TOKENS]}),
+        (
+            "storage",
+            {"output_tokens": 1, "cached_tokens": 2},
+            {"output_tokens": [NO_TOKENS], "cached_tokens": [NO_TOKENS]},
+        ),
+        (
+            "storage",
+            {"status_code": 200},
+            {"status_code": ["A cache_storage event is not a request: it has no status_code."]},
+        ),
+        ("storage", {"cache_token_hours": "0"}, {"cache_token_hours": ["Input should be greater than 0"]}),
+        (
+            "storage",
+            {"cache_token_hours": None},
+            {"cache_token_hours": ["Decimal input should be an integer, float, string or Decimal object"]},
+        ),
+        ("storage", {"model": "gemini-2.0-flash-lite"}, {"cache_token_hours": ["This model has no context caching."]}),
+        (
+            "generate",
+            {"cache_token_hours": "1.5"},
+            {"cache_token_hours": ["Report cache storage as its own event of kind cache_storage."]},
+        ),
+        (
+            "batch",
+            {"kind": "batch", "cache_token_hours": 3},
+            {"cache_token_hours": ["Report cache storage as its own event of kind cache_storage."]},
+        ),
+    ],
+)
+def test_wrong_combinations_of_kind_and_fields_are_named(paid_key, event, kind, overrides, errors):
+    key, _ = paid_key
+    raw = storage(event, key, **overrides) if kind == "storage" else event(key, **overrides)
+
+    report = ingest([{**raw, "event_id": "wrong"}])
+
+    assert report.rejected == [{"index": 0, "event_id": "wrong", "errors": errors}]
+    assert not UsageEvent.objects.exists()
+
+
+def test_an_unknown_kind_names_every_kind_and_every_other_bad_field(paid_key, event):
+    key, _ = paid_key
+
+    report = ingest([event(key, event_id="odd", kind="storage", input_tokens="12")])
+
+    assert report.rejected == [
+        {
+            "index": 0,
+            "event_id": "odd",
+            "errors": {
+                "kind": ["Input should be 'generate', 'count_tokens', 'batch' or 'cache_storage'"],
+                "input_tokens": ["Input should be a valid integer"],
+            },
+        }
+    ]

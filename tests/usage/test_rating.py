@@ -113,6 +113,16 @@ def test_count_tokens_is_free_and_not_counted():
     assert (rated.billable, rated.counts_against_quota, rated.cost) == (False, False, D("0"))
 
 
+def test_cache_storage_is_billed_per_token_hour_but_never_counts_against_quota():
+    paid = cost("gemini-2.5-pro", kind="cache_storage", hours="2000000")
+    free = cost("gemini-2.5-pro", kind="cache_storage", hours="2000000", paid=False)
+    studio_unlinked = cost("gemini-2.5-flash", kind="cache_storage", hours="3", studio=True)
+
+    assert (paid.billable, paid.counts_against_quota, paid.cost_storage, paid.cost) == (True, False, D("9"), D("9"))
+    assert (free.billable, free.counts_against_quota, free.cost) == (False, False, D("0"))
+    assert (studio_unlinked.billable, studio_unlinked.counts_against_quota) == (False, False)
+
+
 def test_free_tier_projects_are_not_billed():
     rated = cost("gemini-2.5-flash", inp=1_000, out=1_000, paid=False)
 
