@@ -5,13 +5,15 @@ then times GET /api-keys/ for a user with 100 keys and the admin changelist filt
 keys, in-process through django.test.Client with production-like settings (DEBUG=False,
 persistent connections). Prints figures; it never asserts anything about timings.
 
-    .venv/bin/python bench/api_keys_page.py [--requests 200] [--warmup 20] [--profile 50] [--extra-frames 0] [--keep]
+    .venv/bin/python bench/api_keys_page.py [--requests 200] [--warmup 20] [--profile 50] [--extra-frames 0]
+        [--database studio_bench] [--keep]
 """
 
 import argparse
 import functools
 import os
 import platform
+import re
 import resource
 import secrets
 import shlex
@@ -24,8 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DB_NAME = "studio_bench"
-DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+DB_NAME = "studio_bench"  # the default; --database names another (it is dropped and recreated)
 PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q", "-v", "ON_ERROR_STOP=1"]
 
 TOTAL_KEYS = 10_000
@@ -45,14 +46,14 @@ def psql(sql: str) -> None:
     subprocess.run([*PSQL, "-c", sql], check=True, env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"})
 
 
-def setup_django() -> None:
+def setup_django(db_name: str) -> None:
     """Production-like settings against the bench database, then django.setup()."""
     os.environ.update(
         DJANGO_SETTINGS_MODULE="studio.settings",
-        DATABASE_URL=DATABASE_URL,
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db_name}",
         DEBUG="0",
         SECRET_KEY=secrets.token_urlsafe(50),
-        API_KEY_PEPPER="bench-pepper",
+        API_KEY_PEPPER=secrets.token_urlsafe(32),
         SECURE_SSL_REDIRECT="0",
         ALLOWED_HOSTS="testserver",
     )
@@ -156,6 +157,12 @@ def query_count(client, url: str) -> int:
     return len(queries)
 
 
+def database_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise argparse.ArgumentTypeError("a lower-case PostgreSQL identifier, e.g. studio_bench")
+    return name
+
+
 def call_deeper(frames: int, fn):
     """fn(), called `frames` Python frames further down the stack (see README.md, "Call depth")."""
     return call_deeper(frames - 1, fn) if frames > 0 else fn()
@@ -235,13 +242,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed requests first (default 20)")
     parser.add_argument("--profile", type=int, metavar="N", default=0, help="also cProfile N keys-page requests")
     parser.add_argument("--extra-frames", type=int, default=0, help="make each request N frames deeper (README)")
-    parser.add_argument("--keep", action="store_true", help=f"leave the {DB_NAME} database behind")
+    parser.add_argument(
+        "--database", default=DB_NAME, type=database_name, help=f"database to drop, create and use (default {DB_NAME})"
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the database behind")
     args = parser.parse_args()
 
-    psql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-    psql(f"CREATE DATABASE {DB_NAME}")
+    psql(f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)")
+    psql(f"CREATE DATABASE {args.database}")
     try:
-        setup_django()
+        setup_django(args.database)
         from django.core.management import call_command
         from django.db import connections
 
@@ -283,7 +293,7 @@ def main() -> None:
         connections.close_all()
     finally:
         if not args.keep:
-            psql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+            psql(f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)")
 
 
 if __name__ == "__main__":
