@@ -7,7 +7,7 @@ too, for reference. Limits of the RedisLimiter are high enough never to deny; dj
 
     .venv/bin/python bench/limiter.py [--checks 5000] [--warmup 200] [--rounds 3] [--redis-url redis://127.0.0.1:6379/0]
 
-Needs Redis and django-ratelimit (pip install django-ratelimit==4.1.0; not a project dependency).
+Needs Redis (django-ratelimit is a project dependency: it throttles sign-up and password-reset e-mails).
 """
 
 import argparse

@@ -1,6 +1,6 @@
 from django import forms
 from django.conf import settings
-from django.contrib.auth import password_validation
+from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
 from studio.models import WRITE_ROLES, ApiKey, Project, Tier, User, normalize_email
@@ -9,10 +9,9 @@ NEW_PROJECT = "new"
 
 
 class SignUpForm(forms.Form):
+    """Step one of sign-up: the address to confirm, and the terms. The password comes after the link."""
+
     email = forms.EmailField(label=_("Email"), max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
-    password = forms.CharField(
-        label=_("Password"), strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
-    )
     accept_terms = forms.BooleanField(
         label=_("I accept the Terms of Service"),
         error_messages={"required": _("You must accept the Terms of Service to create an account.")},
@@ -20,15 +19,6 @@ class SignUpForm(forms.Form):
 
     def clean_email(self):
         return normalize_email(self.cleaned_data["email"])
-
-    def clean(self):
-        cleaned = super().clean()
-        if cleaned.get("email") and cleaned.get("password"):
-            try:
-                password_validation.validate_password(cleaned["password"], User(email=cleaned["email"]))
-            except forms.ValidationError as error:
-                self.add_error("password", error)
-        return cleaned
 
 
 class ApiKeyCreateForm(forms.Form):
@@ -96,6 +86,14 @@ class SettingsForm(forms.ModelForm):
         field.label_from_instance = lambda key: f"{key.name} ({key.masked}) · {key.project.name}"
         field.empty_label = _("None: studio usage stays free")
         field.required = False
+
+    def save(self):
+        """Name and language, and the studio key through User.link_studio_key (audited), in one transaction."""
+        user = self.instance
+        with transaction.atomic():
+            user.save(update_fields=["full_name", "language"])
+            user.link_studio_key(self.cleaned_data["studio_api_key"], by=user)
+        return user
 
 
 class LanguageForm(forms.Form):

@@ -3,15 +3,23 @@ import re
 from playwright.sync_api import expect
 
 from studio.models import ApiKey, User
+from tests.factories import deliver_mail
 
 PASSWORD = "a-long-pass-phrase"
 
 
 def sign_up(page, email):
+    """Sign up as a new person: ask, follow the e-mailed link, choose a password; ends on the welcome page."""
     page.goto("/accounts/signup/")
     page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
     page.get_by_label("I accept the Terms of Service").check()
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    # The live server runs in this process: its outbox delivers to the test mailbox.
+    (message,) = [m for m in deliver_mail() if m.to == [email]]
+    page.goto(re.search(r"https?://[^/\s]+(/accounts/signup/confirm/\S+/)", message.body).group(1))
+    page.get_by_label("New password", exact=True).fill(PASSWORD)
+    page.get_by_label("New password confirmation").fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
 
 

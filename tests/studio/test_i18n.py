@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core import mail
 from django.core.management import call_command
 
-from tests.factories import make_key, make_project
+from tests.factories import deliver_mail, make_key, make_project
 
 PO = Path(settings.BASE_DIR) / "locale/ja/LC_MESSAGES/django.po"
 MO = PO.with_suffix(".mo")
@@ -78,6 +78,7 @@ def test_password_reset_email_in_japanese(client, owner):
 
     client.post("/accounts/password-reset/", {"email": owner.email})
 
+    deliver_mail()
     (message,) = mail.outbox
     assert message.subject == "Studio Console のパスワード再設定"
     assert "新しいパスワードを設定するには、次のリンクを開いてください。" in message.body
