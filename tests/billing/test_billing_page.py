@@ -58,7 +58,8 @@ def test_transactions_show_in_the_readers_language_whatever_language_wrote_them(
     html = client_for(owner).get("/billing/").content.decode()
     rows = re.findall(r"<td>([^<]+)</td><td class=\"num\">USD [-0-9.]+</td>", html)
 
-    assert rows == ["クレジット適用 · ウェルカム クレジット", "使用料金", "クレジット付与 · ウェルカム クレジット"]  # newest first
+    # Newest first.
+    assert rows == ["クレジット適用 · ウェルカム クレジット", "使用料金", "クレジット付与 · ウェルカム クレジット"]
 
 
 def test_billing_page_query_count_does_not_grow_with_accounts(client_for, owner, django_assert_num_queries):
