@@ -118,6 +118,12 @@ class BillingState(models.TextChoices):
     SUSPENDED = "suspended", _("Billing suspended")
 
 
+def effective_tier(tier: str, billing_state: str) -> str:
+    """The tier whose limits and prices apply: the project's tier while its billing is active,
+    else the free tier. The one definition that admission, rating and the pages ask."""
+    return tier if billing_state == BillingState.ACTIVE else Tier.FREE
+
+
 class QuotaState(models.TextChoices):
     """What a project's Quota tier cell shows (`Project.quota_state`, one template:
     studio/includes/quota_tier.html): a billing state that asks for something, or the tier it is on."""
@@ -195,7 +201,11 @@ class Project(models.Model):
 
     @property
     def is_paid(self) -> bool:
-        return self.tier != Tier.FREE
+        return self.effective_tier != Tier.FREE
+
+    @property
+    def effective_tier(self) -> str:
+        return effective_tier(self.tier, self.billing_state)
 
     @property
     def quota_state(self) -> QuotaState:

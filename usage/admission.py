@@ -14,7 +14,7 @@ from django.utils.dateparse import parse_datetime
 
 from billing.models import AccountStatus, BillingAccount, ProjectBilling
 from studio import keyformat
-from studio.models import ApiKey, BillingState, Project, Tier
+from studio.models import ApiKey, Project, Tier, effective_tier
 from usage.catalog import get_catalog
 from usage.limiter import Limit, get_limiter
 
@@ -106,7 +106,7 @@ def limits_for(project, model_id: str, *, estimated_input_tokens: int, catalog=N
     """The limits that apply to one request of `project` (a Project or an Admittee: `tier` and
     `billing_state` are read) on `model_id`, at its current tier."""
     catalog = catalog or get_catalog()
-    tier = project.tier if project.billing_state == BillingState.ACTIVE else Tier.FREE
+    tier = effective_tier(project.tier, project.billing_state)
     ids = quota_ids(tier)
     limits = []
     rate = catalog.rate_limits.get((tier, model_id))
@@ -138,7 +138,7 @@ def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int
     if project.account_status is not None and project.account_status != AccountStatus.ACTIVE:
         message = "The billing account of this project is suspended or closed: paid usage is stopped."
         return Denial(403, "PERMISSION_DENIED", "BILLING_DISABLED", message).as_dict()
-    tier = project.tier if project.billing_state == BillingState.ACTIVE else Tier.FREE
+    tier = effective_tier(project.tier, project.billing_state)
     if tier == Tier.FREE and not model.free_tier_available:
         message = f"Model {model_id} is not available on the free tier. Set up billing to use it."
         return Denial(403, "PERMISSION_DENIED", "MODEL_NOT_AVAILABLE_ON_TIER", message).as_dict()

@@ -31,7 +31,7 @@ from django.db.models import F
 from django.utils import timezone
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
-from studio.models import ApiKey, BillingState, Tier, User
+from studio.models import ApiKey, Tier, User, effective_tier
 from usage.catalog import get_catalog
 from usage.models import UsageEvent, UsageRollup
 from usage.rating import rate
@@ -249,7 +249,7 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
             cache_token_hours=event.cache_token_hours,
             price=price,
             model=model,
-            paid_project=project.tier != Tier.FREE and project.billing_state == BillingState.ACTIVE,
+            paid_project=effective_tier(project.tier, project.billing_state) != Tier.FREE,
             studio=event.source == "studio",
             studio_key_linked=key.pk in linked,
         )

@@ -6,7 +6,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from studio import keyformat
-from studio.models import ApiKey, AuditEvent, BillingState, Project, Tier, User
+from studio.models import ApiKey, AuditEvent, BillingState, Project, Tier, User, effective_tier
 from tests.factories import make_key, make_project
 
 
@@ -157,3 +157,11 @@ def test_project_ids_look_like_cloud_projects(db):
     assert project.project_id.startswith("gen-lang-client-")
     assert len(project.project_id) == 26 and project.project_id[16:].isdigit()
     assert len(project.number) == 12 and project.number.isdigit()
+
+
+@pytest.mark.parametrize(
+    ("billing_state", "expected"),
+    [("active", "tier_2"), ("none", "free"), ("prepayment_due", "free"), ("suspended", "free")],
+)
+def test_effective_tier_is_the_tier_only_while_billing_is_active(billing_state, expected):
+    assert effective_tier("tier_2", billing_state) == expected
