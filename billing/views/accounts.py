@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Prefetch
+from django.db.models import Count, F, FilteredRelation, Prefetch, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils.translation import gettext as _
@@ -27,13 +27,25 @@ from billing.models import (
 from billing.processor import PaymentError
 from billing.services import BillingError, link_project, make_primary, remove_payment_method, unlink_project
 from billing.views.access import get_account_for_user, get_linked_project_for_user, get_payment_method_for_user
-from studio.views.rendering import finish, render_page
+from studio.models import WRITE_ROLES
+from studio.views.rendering import finish, render_dialog, render_page
 
 RECENT_ENTRIES = 20
 
 
 def _accounts_for(user):
-    links = ProjectBilling.objects.select_related("project").order_by("project__name")
+    # Each linked project with the person's role on it, if they imported it (same query): only an
+    # Owner or Editor may move, unlink or upgrade it; anyone else is told whom to ask.
+    mine = FilteredRelation(
+        "project__memberships",
+        condition=Q(project__memberships__user=user, project__memberships__imported_at__isnull=False),
+    )
+    links = (
+        ProjectBilling.objects.select_related("project")
+        .annotate(mine=mine)
+        .annotate(role=F("mine__role"))
+        .order_by("project__name")
+    )
     return (
         BillingAccount.objects.administered_by(user)
         .select_related("country", "primary_payment_method")
@@ -71,7 +83,11 @@ def billing_page(request: HttpRequest) -> HttpResponse:
         pending = sum((r.amount for r in refunds.get(account.pk, []) if r.status == RefundStatus.PENDING), Decimal("0"))
         prepaid_left = sum((c.remaining for c in credit_list if c.kind == CreditKind.PREPAYMENT), Decimal("0"))
         links = [
-            (link, tiers.progress(link.project, standing=standings[account.pk], rules=rules))
+            (
+                link,
+                tiers.progress(link.project, standing=standings[account.pk], rules=rules),
+                link.role not in WRITE_ROLES,
+            )
             for link in account.project_links.all()
         ]
         rows.append(
@@ -99,7 +115,7 @@ def unlink(request: HttpRequest, account_id: str, project_id: str) -> HttpRespon
         unlink_project(project, by=request.user)
         message = _("Billing disabled for %(project)s. It is back on the free tier.") % {"project": project.name}
         return finish(request, message, redirect_to="billing:page", events=("billing-changed",))
-    return render_page(request, "billing/unlink.html", {"account": account, "project": project})
+    return render_dialog(request, "billing/unlink.html", {"account": account, "project": project})
 
 
 @login_required
@@ -115,7 +131,7 @@ def move(request: HttpRequest, account_id: str, project_id: str) -> HttpResponse
         message = _("%(project)s now bills to %(account)s.") % {"project": project.name, "account": target.display_name}
         return finish(request, message, redirect_to="billing:page", events=("billing-changed",))
     context = {"account": account, "project": project, "form": form, "others": others}
-    return render_page(request, "billing/move.html", context, status=422 if form.errors else 200)
+    return render_dialog(request, "billing/move.html", context, status=422 if form.errors else 200)
 
 
 @login_required
@@ -135,7 +151,7 @@ def add_payment_method(request: HttpRequest) -> HttpResponse:
         else:
             return finish(request, _("Payment method added."), redirect_to="billing:page", events=("billing-changed",))
     status = 422 if form.errors or error else 200
-    return render_page(request, "billing/add_payment_method.html", {"form": form, "error": error}, status=status)
+    return render_dialog(request, "billing/add_payment_method.html", {"form": form, "error": error}, status=status)
 
 
 @login_required

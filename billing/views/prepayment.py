@@ -21,7 +21,7 @@ from billing.processor import PaymentError
 from billing.services import BillingError
 from billing.views.access import get_account_for_user
 from studio.models import Project
-from studio.views.rendering import KEYS_CHANGED, finish, render_page
+from studio.views.rendering import KEYS_CHANGED, finish, render_dialog
 
 
 @login_required
@@ -32,7 +32,7 @@ def prepayment_for_project(request: HttpRequest) -> HttpResponse:
     if account is not None and account.administrators.filter(user=request.user).exists():
         return redirect("billing:prepayment", account_id=account.account_id)
     # Someone who sees the key but does not administer the billing account is told who can pay.
-    return render_page(request, "billing/prepayment_not_admin.html", {"project": project, "account": account})
+    return render_dialog(request, "billing/prepayment_not_admin.html", {"project": project, "account": account})
 
 
 @login_required
@@ -70,7 +70,7 @@ def prepayment(request: HttpRequest, account_id: str) -> HttpResponse:
             return _show_attempt(request, account, attempt)
     context = {"account": account, "form": form, "card_form": card_form, "error": error}
     failed = form.errors or (card_form.is_bound and card_form.errors) or error
-    return render_page(request, "billing/prepayment.html", context, status=422 if failed else 200)
+    return render_dialog(request, "billing/prepayment.html", context, status=422 if failed else 200)
 
 
 def _prepayment_form(request, account, data, *, amount=None):
@@ -106,7 +106,7 @@ def _show_attempt(request, account, attempt) -> HttpResponse:
     if attempt.status == PaymentStatus.FAILED and account.prepayment_outstanding:
         retry = _prepayment_form(request, account, None, amount=attempt.amount)
     context = {"account": account, "attempt": attempt, "form": retry, "card_form": CardForm()}
-    response = render_page(request, "billing/prepayment_result.html", context)
+    response = render_dialog(request, "billing/prepayment_result.html", context)
     return trigger_client_event(response, KEYS_CHANGED) if attempt.status == PaymentStatus.SUCCEEDED else response
 
 
@@ -143,4 +143,4 @@ def refund(request: HttpRequest, account_id: str) -> HttpResponse:
             message = _("Refund requested. Our billing team reviews it and tells you by email.")
             return finish(request, message, redirect_to="billing:page", events=("billing-changed",))
     context = {"account": account, "form": form, "available": available}
-    return render_page(request, "billing/refund.html", context, status=422 if form.errors else 200)
+    return render_dialog(request, "billing/refund.html", context, status=422 if form.errors else 200)

@@ -23,7 +23,7 @@ from billing.services import (
 )
 from billing.views.access import get_setup_for_user
 from studio.models import ApiKey, Project
-from studio.views.rendering import render_page
+from studio.views.rendering import render_dialog, render_page
 
 
 def _redirect(request: HttpRequest, url: str) -> HttpResponse:
@@ -147,7 +147,7 @@ def contact_dialog(request: HttpRequest, setup_id) -> HttpResponse:
         save_contact(request.user, **{name: form.cleaned_data[name] for name in form.Meta.fields})
         return _redirect(request, _step_url(session, "details"))
     context = {"session": session, "form": form}
-    return render_page(request, "billing/setup/contact.html", context, status=422 if form.errors else 200)
+    return render_dialog(request, "billing/setup/contact.html", context, status=422 if form.errors else 200)
 
 
 @login_required
@@ -177,7 +177,7 @@ def payment_method_dialog(request: HttpRequest, setup_id) -> HttpResponse:
             return _redirect(request, _step_url(session, "details"))
     context = {"session": session, "form": form, "methods": methods, "error": error}
     status = 422 if (form.is_bound and form.errors) or error else 200
-    return render_page(request, "billing/setup/payment_method.html", context, status=status)
+    return render_dialog(request, "billing/setup/payment_method.html", context, status=status)
 
 
 @login_required
@@ -215,5 +215,6 @@ def status(request: HttpRequest, setup_id) -> HttpResponse:
         "decision": required_prepayment(account) if account.prepayment_outstanding else None,
         "balances": ledger.balances(account),
         "welcome": getattr(request.user, "welcome_credit", None) if session.welcome_credit_granted else None,
+        "read_only": not project.is_writable_by(request.user),
     }
     return render_page(request, "billing/setup/status.html", context)

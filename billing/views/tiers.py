@@ -9,7 +9,7 @@ from django.views.decorators.http import require_http_methods
 from billing import tiers
 from billing.models import TierChange
 from studio.models import Project
-from studio.views.rendering import KEYS_CHANGED, finish, render_page
+from studio.views.rendering import KEYS_CHANGED, finish, render_dialog, render_page
 
 
 @login_required
@@ -20,7 +20,7 @@ def upgrade(request: HttpRequest, project_id: str) -> HttpResponse:
         message = _("%(project)s is now on %(tier)s.") % {"project": project.name, "tier": project.get_tier_display()}
         return finish(request, message, redirect_to="api-keys", events=(KEYS_CHANGED, "billing-changed"))
     context = {"project": project, "progress": tiers.progress(project), "tried": request.method == "POST"}
-    return render_page(request, "billing/upgrade.html", context, status=422 if request.method == "POST" else 200)
+    return render_dialog(request, "billing/upgrade.html", context, status=422 if request.method == "POST" else 200)
 
 
 @login_required
@@ -28,5 +28,10 @@ def tier_progress(request: HttpRequest, project_id: str) -> HttpResponse:
     """The progress panel; the key detail page loads it (htmx) or links to it (no JS)."""
     project = get_object_or_404(Project.objects.imported_by(request.user), project_id=project_id)
     history = TierChange.objects.filter(project=project).select_related("actor")[:10]
-    context = {"project": project, "progress": tiers.progress(project), "history": history}
+    context = {
+        "project": project,
+        "progress": tiers.progress(project),
+        "history": history,
+        "read_only": not project.is_writable_by(request.user),
+    }
     return render_page(request, "billing/tier_progress.html", context, partial="panel")

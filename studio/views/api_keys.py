@@ -7,11 +7,11 @@ from django_htmx.http import trigger_client_event
 from django_tables2 import RequestConfig
 
 from studio.forms import ApiKeyCreateForm, RenameApiKeyForm
-from studio.models import WRITE_ROLES, ApiKey, Project, Tier
+from studio.models import ApiKey, Project, Tier
 from studio.services import create_project
 from studio.tables import ApiKeyTable
 from studio.views.access import get_key_for_user
-from studio.views.rendering import KEYS_CHANGED, finish, render_page
+from studio.views.rendering import KEYS_CHANGED, finish, render_dialog, render_page
 
 KEYS_PER_PAGE = 100
 
@@ -45,16 +45,16 @@ def api_key_create(request: HttpRequest) -> HttpResponse:
                 request.user, name=form.cleaned_data["new_project_name"].strip()
             )
             key, raw = ApiKey.issue(project=project, name=form.cleaned_data["name"], created_by=request.user)
-        response = render_page(request, "studio/api_key_created.html", {"key": key, "raw_key": raw}, secret=True)
+        response = render_dialog(request, "studio/api_key_created.html", {"key": key, "raw_key": raw}, secret=True)
         return trigger_client_event(response, KEYS_CHANGED)
     status = 422 if form.errors else 200
-    return render_page(request, "studio/api_key_create.html", {"form": form}, status=status)
+    return render_dialog(request, "studio/api_key_create.html", {"form": form}, status=status)
 
 
 @login_required
 def api_key_detail(request: HttpRequest, key_id: int) -> HttpResponse:
     key = get_key_for_user(request.user, key_id)
-    return render_page(request, "studio/api_key_detail.html", {"key": key, "can_write": key.role in WRITE_ROLES})
+    return render_page(request, "studio/api_key_detail.html", {"key": key, "can_write": not key.read_only})
 
 
 @login_required
@@ -67,7 +67,7 @@ def api_key_rename(request: HttpRequest, key_id: int) -> HttpResponse:
         message = _("Key renamed to “%(name)s”.") % {"name": key.name}
         return finish(request, message, redirect_to="api-keys", events=(KEYS_CHANGED,))
     status = 422 if form.errors else 200
-    return render_page(request, "studio/api_key_rename.html", {"key": key, "form": form}, status=status)
+    return render_dialog(request, "studio/api_key_rename.html", {"key": key, "form": form}, status=status)
 
 
 @login_required
@@ -78,4 +78,4 @@ def api_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
         key.revoke(by=request.user)
         message = _("Key “%(name)s” revoked. It no longer works.") % {"name": key.name}
         return finish(request, message, redirect_to="api-keys", events=(KEYS_CHANGED,))
-    return render_page(request, "studio/api_key_revoke.html", {"key": key})
+    return render_dialog(request, "studio/api_key_revoke.html", {"key": key})

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_http_methods
 from studio.forms import ImportProjectsForm
 from studio.models import Project
 from studio.services import StudioError, import_projects
-from studio.views.rendering import KEYS_CHANGED, finish, render_page
+from studio.views.rendering import KEYS_CHANGED, finish, render_dialog, render_page
 
 
 @login_required
@@ -28,8 +28,7 @@ def project_import(request: HttpRequest) -> HttpResponse:
     if query:
         importable = importable.filter(Q(name__icontains=query) | Q(project_id__icontains=query))
     context = {"form": form, "query": query, "results": importable}
-    # The search box refreshes only the result list; the dialog itself is the "body" partial.
-    partial = "results" if request.htmx and request.htmx.target == "import-results" else "body"
-    return render_page(
-        request, "studio/project_import.html", context, partial=partial, status=422 if form.errors else 200
-    )
+    status = 422 if form.errors else 200
+    if request.htmx and request.htmx.target == "import-results":  # the search box: only the result list
+        return render_page(request, "studio/project_import.html", context, partial="results", status=status)
+    return render_dialog(request, "studio/project_import.html", context, status=status)

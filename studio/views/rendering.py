@@ -10,6 +10,9 @@ from django_htmx.http import retarget, trigger_client_event
 CLOSE_MODAL = "close-modal"
 KEYS_CHANGED = "keys-changed"
 
+# The frame partials/dialog.html extends for htmx requests: the dialog's content alone.
+DIALOG_FRAGMENT = "partials/dialog_fragment.html"
+
 
 def render_page(
     request: HttpRequest,
@@ -24,9 +27,29 @@ def render_page(
 
     `secret=True` marks a response that shows a secret once: it must never be cached.
     """
+    name = f"{template}#{partial}" if _wants_partial(request) else template
+    return _respond(request, name, context, status=status, secret=secret)
+
+
+def render_dialog(
+    request: HttpRequest, template: str, context: dict, *, status: int = 200, secret: bool = False
+) -> HttpResponse:
+    """Render a dialog: a template that extends partials/dialog.html.
+
+    Without JS it is a page of its own; an htmx request gets only the dialog's content, which
+    static/js/console.js shows in the page's <dialog id="modal">. Same `secret` as render_page.
+    """
+    if _wants_partial(request):
+        context = {**context, "dialog_frame": DIALOG_FRAGMENT}
+    return _respond(request, template, context, status=status, secret=secret)
+
+
+def _wants_partial(request: HttpRequest) -> bool:
     # Boosted links and forms, and history restores (back button), swap the whole page.
-    wants_partial = request.htmx and not request.htmx.boosted and not request.htmx.history_restore_request
-    name = f"{template}#{partial}" if wants_partial else template
+    return bool(request.htmx and not request.htmx.boosted and not request.htmx.history_restore_request)
+
+
+def _respond(request: HttpRequest, name: str, context: dict, *, status: int, secret: bool) -> HttpResponse:
     response = render(request, name, context, status=status)
     patch_vary_headers(response, ["HX-Request"])
     if secret:
