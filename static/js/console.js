@@ -33,6 +33,9 @@
     if (closer && modal() && modal().open) {
       event.preventDefault();
       closeModal();
+      // Emptied at once too (not only on the asynchronous close event): a secret shown once is
+      // gone the moment its dialog is. Not on a server's close-modal: htmx still swaps after it.
+      modal().innerHTML = "";
       return;
     }
     var copy = event.target.closest("[data-copy], [data-copy-from]");

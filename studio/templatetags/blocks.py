@@ -1,7 +1,7 @@
 """`{% repeat_block "name" %}`: a block's content, rendered again further down the same page.
 
 Django defines a block once per template. partials/dialog.html needs two blocks twice: the
-title (the page's <title> and the dialog's heading) and the form's URL (action and hx-post).
+title (the page's <title> and the dialog's heading) and the form's URL (action and data-hx-post).
 """
 
 from django import template

@@ -4,34 +4,12 @@ violation, in English and Japanese, and no page scrolls sideways at 320 CSS px (
 import pytest
 from playwright.sync_api import expect
 
-from studio.models import Role, Tier
+from studio.models import Role
 from tests.browser.accessibility import axe_violations, horizontal_overflow
 from tests.browser.test_billing_journey import sign_in
-from tests.factories import add_member, make_account, make_key, make_project, make_user
+from tests.personas import the_world
 
 LANGUAGES = ["en", "ja"]
-
-
-def the_world(language: str) -> dict:
-    """One team's projects in every quota state, and a person for each role."""
-    owner = make_user("owner@a11y.example", language=language, full_name="Olivia Owner")
-    paid = make_project(owner, name="Paid app", tier=Tier.TIER_1)
-    free = make_project(owner, name="Free app")
-    prepaid = make_project(owner, name="Prepaid app")
-    for project in (paid, free, prepaid):
-        make_key(project, name=f"{project.name} key")
-    make_account(owner, name="Main billing", projects=[paid])
-    make_account(owner, country="IN", name="India billing", prepayment_due=True, projects=[prepaid])
-    people = {"owner": owner}
-    for role in (Role.EDITOR, Role.VIEWER):
-        person = make_user(f"{role}@a11y.example", language=language)
-        for project in (paid, free):
-            add_member(project, person, role)
-        people[role] = person
-    staff = make_user("staff@a11y.example", language=language, is_staff=True, is_superuser=True)
-    make_key(make_project(staff, name="Staff app"), name="Staff key")
-    people["staff"] = staff
-    return {"people": people, "paid": paid, "free": free}
 
 
 class Walk:

@@ -110,7 +110,7 @@ def test_history_restore_gets_the_whole_page(client_for, owner, key):
             BillingState.PREPAYMENT_DUE,
             False,
             '<a class="badge warning" href="/billing/prepayment/?project={pid}" '
-            'hx-get="/billing/prepayment/?project={pid}" hx-target="#modal">Action required</a>',
+            'data-hx-get="/billing/prepayment/?project={pid}" data-hx-target="#modal">Action required</a>',
         ),
         (Tier.TIER_1, BillingState.ACTIVE, False, '<span class="badge paid">Tier 1</span>\n</span>'),
         (
@@ -118,14 +118,14 @@ def test_history_restore_gets_the_whole_page(client_for, owner, key):
             BillingState.ACTIVE,
             True,
             '<span class="badge paid">Tier 1</span> <a class="badge upgrade" href="/billing/projects/{pid}/upgrade/" '
-            'hx-get="/billing/projects/{pid}/upgrade/" hx-target="#modal">Upgrade</a>',
+            'data-hx-get="/billing/projects/{pid}/upgrade/" data-hx-target="#modal">Upgrade</a>',
         ),
         (
             Tier.TIER_2,
             BillingState.ACTIVE,
             True,
             '<span class="badge paid">Tier 2</span> <a class="badge upgrade" href="/billing/projects/{pid}/upgrade/" '
-            'hx-get="/billing/projects/{pid}/upgrade/" hx-target="#modal">Upgrade</a>',
+            'data-hx-get="/billing/projects/{pid}/upgrade/" data-hx-target="#modal">Upgrade</a>',
         ),
         (Tier.TIER_3, BillingState.ACTIVE, False, '<span class="badge paid">Tier 3</span>\n</span>'),
     ],

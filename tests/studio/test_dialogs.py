@@ -63,8 +63,9 @@ DIALOG_COUNT = 12
 
 
 def the_form(html: str) -> list[tuple[str, str]]:
-    """(action, hx-post) of the dialog's form: the last one posting into the modal."""
-    return re.findall(r'<form method="post" action="([^"]*)" hx-post="([^"]*)" hx-target="#modal"[^>]*>', html)[-1:]
+    """(action, data-hx-post) of the dialog's form: the last one posting into the modal."""
+    form = r'<form method="post" action="([^"]*)" data-hx-post="([^"]*)" data-hx-target="#modal"[^>]*>'
+    return re.findall(form, html)[-1:]
 
 
 def test_every_dialog_with_a_form_is_listed_here(db, owner, editor):

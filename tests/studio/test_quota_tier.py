@@ -25,13 +25,14 @@ WRITER = {
     "set_up_billing": '<span class="quota-tier" data-state="set_up_billing">\n<span class="badge">Free</span> '
     '<a class="tier-action" href="/billing/setup/?project={pid}">Set up billing</a>\n</span>',
     "action_required": '<span class="quota-tier" data-state="action_required">\n<a class="badge warning" '
-    'href="/billing/prepayment/?project={pid}" hx-get="/billing/prepayment/?project={pid}" hx-target="#modal">'
+    'href="/billing/prepayment/?project={pid}" data-hx-get="/billing/prepayment/?project={pid}" '
+    'data-hx-target="#modal">'
     "Action required</a>\n</span>",
     "billing_suspended": '<span class="quota-tier" data-state="billing_suspended">\n'
     '<span class="badge warning">Billing suspended</span>\n</span>',
     "tier_1_upgrade": '<span class="quota-tier" data-state="tier_1">\n<span class="badge paid">Tier 1</span> '
-    '<a class="badge upgrade" href="/billing/projects/{pid}/upgrade/" hx-get="/billing/projects/{pid}/upgrade/" '
-    'hx-target="#modal">Upgrade</a>\n</span>',
+    '<a class="badge upgrade" href="/billing/projects/{pid}/upgrade/" data-hx-get="/billing/projects/{pid}/upgrade/" '
+    'data-hx-target="#modal">Upgrade</a>\n</span>',
     "tier_3": '<span class="quota-tier" data-state="tier_3">\n<span class="badge paid">Tier 3</span>\n</span>',
 }
 
@@ -158,7 +159,7 @@ def test_the_cell_is_in_one_template():
 def offered_urls(html: str) -> list[str]:
     """The site's URLs a page's main content links to or loads with htmx GET."""
     main = html[html.index("<main") : html.index("</main>")]
-    urls = re.findall(r'(?:href|hx-get)="(/[^"]*)"', main)
+    urls = re.findall(r'(?:href|data-hx-get)="(/[^"]*)"', main)
     return sorted({html_lib.unescape(url) for url in urls if not url.startswith("/static/")})
 
 
