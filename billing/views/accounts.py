@@ -28,7 +28,7 @@ from billing.processor import PaymentError
 from billing.services import BillingError, link_project, make_primary, remove_payment_method, unlink_project
 from billing.views.access import get_account_for_user, get_linked_project_for_user, get_payment_method_for_user
 from studio.models import WRITE_ROLES
-from studio.views.rendering import finish, render_dialog, render_page
+from studio.views.rendering import BILLING_CHANGED, finish, render_dialog, render_page
 
 RECENT_ENTRIES = 20
 
@@ -114,7 +114,7 @@ def unlink(request: HttpRequest, account_id: str, project_id: str) -> HttpRespon
     if request.method == "POST":
         unlink_project(project, by=request.user)
         message = _("Billing disabled for %(project)s. It is back on the free tier.") % {"project": project.name}
-        return finish(request, message, redirect_to="billing:page", events=("billing-changed",))
+        return finish(request, message, redirect_to="billing:page", events=(BILLING_CHANGED,))
     return render_dialog(request, "billing/unlink.html", {"account": account, "project": project})
 
 
@@ -129,7 +129,7 @@ def move(request: HttpRequest, account_id: str, project_id: str) -> HttpResponse
         target = form.cleaned_data["account"]
         link_project(project, target, by=request.user)
         message = _("%(project)s now bills to %(account)s.") % {"project": project.name, "account": target.display_name}
-        return finish(request, message, redirect_to="billing:page", events=("billing-changed",))
+        return finish(request, message, redirect_to="billing:page", events=(BILLING_CHANGED,))
     context = {"account": account, "project": project, "form": form, "others": others}
     return render_dialog(request, "billing/move.html", context, status=422 if form.errors else 200)
 
@@ -149,7 +149,7 @@ def add_payment_method(request: HttpRequest) -> HttpResponse:
         except PaymentError as declined:
             error = declined.reason
         else:
-            return finish(request, _("Payment method added."), redirect_to="billing:page", events=("billing-changed",))
+            return finish(request, _("Payment method added."), redirect_to="billing:page", events=(BILLING_CHANGED,))
     status = 422 if form.errors or error else 200
     return render_dialog(request, "billing/add_payment_method.html", {"form": form, "error": error}, status=status)
 
@@ -164,7 +164,7 @@ def make_primary_method(request: HttpRequest, account_id: str, method_id: int) -
         "method": method,
         "account": account.display_name,
     }
-    return finish(request, message, redirect_to="billing:page", events=("billing-changed",))
+    return finish(request, message, redirect_to="billing:page", events=(BILLING_CHANGED,))
 
 
 @login_required
@@ -175,4 +175,4 @@ def remove_method(request: HttpRequest, method_id: int) -> HttpResponse:
         remove_payment_method(method, by=request.user)
     except BillingError as error:
         return finish(request, str(error), redirect_to="billing:page", level=messages.ERROR)
-    return finish(request, _("Payment method removed."), redirect_to="billing:page", events=("billing-changed",))
+    return finish(request, _("Payment method removed."), redirect_to="billing:page", events=(BILLING_CHANGED,))

@@ -21,7 +21,7 @@ from billing.processor import PaymentError
 from billing.services import BillingError
 from billing.views.access import get_account_for_user
 from studio.models import Project
-from studio.views.rendering import KEYS_CHANGED, finish, render_dialog
+from studio.views.rendering import BILLING_CHANGED, KEYS_CHANGED, finish, render_dialog
 
 
 @login_required
@@ -107,7 +107,12 @@ def _show_attempt(request, account, attempt) -> HttpResponse:
         retry = _prepayment_form(request, account, None, amount=attempt.amount)
     context = {"account": account, "attempt": attempt, "form": retry, "card_form": CardForm()}
     response = render_dialog(request, "billing/prepayment_result.html", context)
-    return trigger_client_event(response, KEYS_CHANGED) if attempt.status == PaymentStatus.SUCCEEDED else response
+    if attempt.status == PaymentStatus.SUCCEEDED:
+        # Every part of the page that depends on the payment reloads: the keys table and the
+        # terms sentence, or the billing page; the notice goes (out-of-band, in the template).
+        for event in (KEYS_CHANGED, BILLING_CHANGED):
+            response = trigger_client_event(response, event)
+    return response
 
 
 @login_required
@@ -141,6 +146,6 @@ def refund(request: HttpRequest, account_id: str) -> HttpResponse:
             form.add_error("amount", str(refused))
         else:
             message = _("Refund requested. Our billing team reviews it and tells you by email.")
-            return finish(request, message, redirect_to="billing:page", events=("billing-changed",))
+            return finish(request, message, redirect_to="billing:page", events=(BILLING_CHANGED,))
     context = {"account": account, "form": form, "available": available}
     return render_dialog(request, "billing/refund.html", context, status=422 if form.errors else 200)

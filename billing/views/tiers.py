@@ -9,7 +9,7 @@ from django.views.decorators.http import require_http_methods
 from billing import tiers
 from billing.models import TierChange
 from studio.models import Project
-from studio.views.rendering import KEYS_CHANGED, finish, render_dialog, render_page
+from studio.views.rendering import BILLING_CHANGED, KEYS_CHANGED, finish, render_dialog, render_page
 
 
 @login_required
@@ -18,7 +18,7 @@ def upgrade(request: HttpRequest, project_id: str) -> HttpResponse:
     project = get_object_or_404(Project.objects.writable_by(request.user), project_id=project_id)
     if request.method == "POST" and tiers.upgrade(project, by=request.user):
         message = _("%(project)s is now on %(tier)s.") % {"project": project.name, "tier": project.get_tier_display()}
-        return finish(request, message, redirect_to="api-keys", events=(KEYS_CHANGED, "billing-changed"))
+        return finish(request, message, redirect_to="api-keys", events=(KEYS_CHANGED, BILLING_CHANGED))
     context = {"project": project, "progress": tiers.progress(project), "tried": request.method == "POST"}
     return render_dialog(request, "billing/upgrade.html", context, status=422 if request.method == "POST" else 200)
 

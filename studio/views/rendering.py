@@ -9,6 +9,7 @@ from django_htmx.http import retarget, trigger_client_event
 # Client event names, listened to in templates and static/js/console.js.
 CLOSE_MODAL = "close-modal"
 KEYS_CHANGED = "keys-changed"
+BILLING_CHANGED = "billing-changed"
 
 # The frame partials/dialog.html extends for htmx requests: the dialog's content alone.
 DIALOG_FRAGMENT = "partials/dialog_fragment.html"
@@ -27,8 +28,10 @@ def render_page(
 
     `secret=True` marks a response that shows a secret once: it must never be cached.
     """
-    name = f"{template}#{partial}" if _wants_partial(request) else template
-    return _respond(request, name, context, status=status, secret=secret)
+    if _wants_partial(request):
+        # `partial_only` lets a partial add out-of-band pieces that only a swap needs.
+        template, context = f"{template}#{partial}", {**context, "partial_only": True}
+    return _respond(request, template, context, status=status, secret=secret)
 
 
 def render_dialog(

@@ -63,8 +63,12 @@ def test_pay_with_the_primary_card(client_for, owner, due):
         headers={"HX-Request": "true"},
     )
 
-    assert "Payment of USD 10.00 received." in response.content.decode()
-    assert response["HX-Trigger"] == '{"keys-changed": {}}'
+    html = response.content.decode()
+    assert "Payment of USD 10.00 received." in html
+    # Everything that depended on the payment updates: the keys table (and its terms sentence),
+    # the billing page, and the notice, removed out of band.
+    assert response["HX-Trigger"] == '{"keys-changed": {}, "billing-changed": {}}'
+    assert '<div id="prepayment-notice" data-hx-swap-oob="delete"></div>' in html
     project = due.project_links.get().project
     project.refresh_from_db()
     assert project.tier == "tier_1"
@@ -160,6 +164,43 @@ def test_notice_shows_on_every_page_until_dismissed(client_for, owner, due):
 
     assert "Action required: one-time prepayment" not in client.get("/api-keys/").content.decode()
     assert BillingAdministrator.objects.get(user=owner).prepayment_notice_dismissed_at is not None
+
+
+def test_the_prepayment_page_does_not_repeat_the_notice(client_for, owner, due):
+    client = client_for(owner)
+    project = due.project_links.get().project
+
+    pages = [
+        f"/billing/accounts/{due.account_id}/prepayment/",
+        client.get(f"/billing/prepayment/?project={project.project_id}")["Location"],
+    ]
+
+    assert ["Action required: one-time prepayment" in client.get(url).content.decode() for url in pages] == [
+        False,
+        False,
+    ]
+    assert "Action required: one-time prepayment" in client.get("/api-keys/").content.decode()
+
+
+def test_a_reloaded_keys_table_brings_the_terms_sentence_along(client_for, owner, due):
+    client = client_for(owner)
+    page = client.get("/api-keys/").content.decode()
+    assert "data-hx-swap-oob" not in page  # the full page has the sentence once, in place
+    assert "None of your projects has billing enabled" in page
+    client.post(
+        f"/billing/accounts/{due.account_id}/prepayment/",
+        {"attempt": str(uuid.uuid4()), "amount": "10.00", "method": str(due.primary_payment_method.pk)},
+    )
+
+    table = client.get("/api-keys/", headers={"HX-Request": "true"}).content.decode()
+
+    sentence = re.search(
+        r'<p id="terms-status" class="terms-status paid" data-hx-swap-oob="true">\s*([^<]+?)\s*</p>', table
+    )
+    assert sentence.group(1) == (
+        "At least one of your projects has billing enabled, so your studio prompts are handled under the "
+        "paid-services terms."
+    )
 
 
 def test_refund_request_from_the_billing_page(client_for, owner, due):

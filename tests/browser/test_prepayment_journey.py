@@ -30,6 +30,9 @@ def test_action_required_pay_with_a_card_moves_the_project_to_tier_1(page):
     dialog.get_by_role("button", name="Pay").click()
 
     expect(dialog).to_contain_text("Payment of USD 10.00 received.")
+    # Without a reload, every part of the page that depended on the payment has changed.
+    expect(page.locator("#prepayment-notice")).to_have_count(0)
+    expect(page.locator("#terms-status")).to_contain_text("At least one of your projects has billing enabled")
     dialog.get_by_role("link", name="Done").click()
     expect(key_rows(page).first).to_contain_text("Tier 1")
     expect(key_rows(page).first).to_contain_text("Paid")
