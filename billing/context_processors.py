@@ -2,7 +2,6 @@ from django.utils.functional import SimpleLazyObject
 
 from billing.models import BillingAdministrator, PrepaymentStatus
 
-
 # The prepayment pages themselves: the notice would only repeat what they say.
 PREPAYMENT_PAGES = {"prepayment", "prepayment-attempt", "prepayment-for-project"}
 

@@ -10,7 +10,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
@@ -198,17 +197,27 @@ def fail_bank_transfer(prepayment: Prepayment, *, by) -> Prepayment:
 # Refunds (R16)
 
 
-def prepayment_left(account: BillingAccount) -> Decimal:
-    """What remains of the account's prepayment credit."""
-    credits = ledger.credits_with_remaining(account)
+def prepayment_left_in(credits) -> Decimal:
+    """What remains of the prepayment credit among `credits` (from ledger.credits_with_remaining)."""
     return sum((c.remaining for c in credits if c.kind == CreditKind.PREPAYMENT), Decimal("0"))
 
 
+def prepayment_left(account: BillingAccount) -> Decimal:
+    """What remains of the account's prepayment credit."""
+    return prepayment_left_in(ledger.credits_with_remaining(account))
+
+
+def refundable_from(credits, refund_requests) -> Decimal:
+    """The one rule: what is left of the prepayment credit, less refunds already asked for
+    (`refund_requests` may include decided ones: only pending ones count)."""
+    pending = sum((r.amount for r in refund_requests if r.status == RefundStatus.PENDING), Decimal("0"))
+    return max(prepayment_left_in(credits) - pending, Decimal("0"))
+
+
 def refundable(account: BillingAccount) -> Decimal:
-    """What is left of the prepayment credit, less refunds already asked for."""
-    remaining = prepayment_left(account)
-    pending = RefundRequest.objects.filter(account=account, status=RefundStatus.PENDING).aggregate(s=Sum("amount"))["s"]
-    return max(remaining - (pending or Decimal("0")), Decimal("0"))
+    """`refundable_from` for one account, read now."""
+    pending = RefundRequest.objects.filter(account=account, status=RefundStatus.PENDING)
+    return refundable_from(ledger.credits_with_remaining(account), pending)
 
 
 def request_refund(account: BillingAccount, *, amount: Decimal, reason: str, by) -> RefundRequest:

@@ -1,7 +1,5 @@
 """The billing page (R19): accounts, linked projects, credits, transactions, payment methods."""
 
-from decimal import Decimal
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, F, FilteredRelation, Prefetch, Q
@@ -16,14 +14,13 @@ from billing.forms import CardForm, MoveProjectForm
 from billing.models import (
     AccountStatus,
     BillingAccount,
-    CreditKind,
     PaymentsProfile,
     Prepayment,
     ProjectBilling,
     RefundRequest,
-    RefundStatus,
     TierRule,
 )
+from billing.payments import refundable_from
 from billing.processor import PaymentError
 from billing.services import BillingError, link_project, make_primary, remove_payment_method, unlink_project
 from billing.views.access import get_account_for_user, get_linked_project_for_user, get_payment_method_for_user
@@ -80,8 +77,6 @@ def billing_page(request: HttpRequest) -> HttpResponse:
     rows = []
     for account in accounts:
         credit_list = credits.get(account.pk, [])
-        pending = sum((r.amount for r in refunds.get(account.pk, []) if r.status == RefundStatus.PENDING), Decimal("0"))
-        prepaid_left = sum((c.remaining for c in credit_list if c.kind == CreditKind.PREPAYMENT), Decimal("0"))
         links = [
             (
                 link,
@@ -99,7 +94,7 @@ def billing_page(request: HttpRequest) -> HttpResponse:
                 "links": links,
                 "prepayments": prepayments.get(account.pk, [])[:5],
                 "refunds": refunds.get(account.pk, [])[:5],
-                "refundable": max(prepaid_left - pending, Decimal("0")),
+                "refundable": refundable_from(credit_list, refunds.get(account.pk, [])),
             }
         )
     context = {"rows": rows, "methods": methods, "profile": profile}
