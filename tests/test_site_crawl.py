@@ -238,3 +238,20 @@ def test_japanese_pages_show_no_english_text_that_has_a_translation():
         found |= {f"{url}: {hit!r}" for text in parser.texts for hit in english_in(text, english, phrases)}
 
     assert not found, "\n".join(sorted(found))
+
+
+@pytest.mark.django_db
+def test_every_page_has_one_h1_and_a_description():
+    """X12: a page reached without JavaScript (dialogs included) has its own h1 and a meta
+    description; htmx fragments are parts of a page and have neither."""
+    pages = _pages_by_language.get("en") or crawl_everyone("en")[0]
+    wrong = []
+    for url, html in sorted(pages.items()):
+        if url.endswith("(htmx)") or " /admin/" in url:
+            continue
+        h1 = len(re.findall(r"<h1[\s>]", html))
+        description = re.search(r'<meta name="description" content="([^"]+)">', html)
+        if h1 != 1 or description is None:
+            wrong.append(f"{url}: {h1} h1, description {'yes' if description else 'no'}")
+
+    assert not wrong, "\n".join(wrong)

@@ -104,7 +104,9 @@ def test_dialog_without_js_is_a_page(client_for, owner, world, index):
     assert response.status_code == 200
     assert re.findall(r"<title>(.*?)</title>", html) == [f"{title} · Studio Console"]
     page = html[html.index('<section class="card page-dialog">') : html.index("</section>", html.index("page-dialog"))]
-    assert re.findall(r'<h2 id="modal-title">(.*?)</h2>', page) == [heading]
+    # Its own page: the dialog's heading is the page's h1 (X12).
+    assert re.findall(r'<h1 id="modal-title">(.*?)</h1>', page) == [heading]
+    assert re.findall(r"<h1[ >]", html) == ["<h1 "]
     assert the_form(page) == [(action, action)]
     assert re.findall(r'<a class="button" href="([^"]*)" data-close-modal>Cancel</a>', page) == [cancel]
 
@@ -132,8 +134,9 @@ def test_a_dialog_without_a_form_has_its_own_action(client_for, editor, world):
     fragment = client_for(editor).get(url, headers={"HX-Request": "true"}).content.decode()
 
     assert re.findall(r"<title>(.*?)</title>", page) == ["Action required · Studio Console"]
+    assert re.findall(r'<h1 id="modal-title">(.*?)</h1>', page) == ["Action required"]
+    assert re.findall(r'<h2 id="modal-title">(.*?)</h2>', fragment) == ["Action required"]
     for html in (page, fragment):
-        assert re.findall(r'<h2 id="modal-title">(.*?)</h2>', html) == ["Action required"]
         assert re.findall(r'<a class="button" href="([^"]*)" data-close-modal>([^<]*)</a>', html) == [
             ("/api-keys/", "Close")
         ]
