@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 
 from billing import cards
 from billing.models import BillingAccount, Country, PaymentsProfile, ProfileType
+from studio.models import ApiKey, Project
 
 NEW_ACCOUNT = "new"
 
@@ -17,24 +18,33 @@ def country_choices():
     return [("", _("Select a country")), *[(c.code, f"{c.flag} {c.name}") for c in countries]]
 
 
+class ProjectChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.name} ({obj.project_id})"
+
+
+class KeyChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.name} ({obj.masked})"
+
+
 class ProjectStepForm(forms.Form):
-    project = forms.ChoiceField(label=_("Project"))
-    api_key = forms.ChoiceField(label=_("API key"), required=False)
+    project = ProjectChoiceField(
+        Project.objects.none(), label=_("Project"), to_field_name="project_id", empty_label=None
+    )
+    api_key = KeyChoiceField(ApiKey.objects.none(), label=_("API key"), required=False, empty_label=_("No key"))
 
     def __init__(self, *args, projects, keys, **kwargs):
+        """`projects` and `keys`: querysets of what the person may choose (anything else is refused)."""
         super().__init__(*args, **kwargs)
-        self.projects = {p.project_id: p for p in projects}
-        self.keys = {str(k.pk): k for k in keys}
-        self.fields["project"].choices = [(p.project_id, f"{p.name} ({p.project_id})") for p in projects]
-        self.fields["api_key"].choices = [("", _("No key")), *[(str(k.pk), f"{k.name} ({k.masked})") for k in keys]]
+        self.fields["project"].queryset = projects
+        self.fields["api_key"].queryset = keys
 
     def clean(self):
         cleaned = super().clean()
-        project = self.projects.get(cleaned.get("project"))
-        key = self.keys.get(cleaned.get("api_key") or "")
+        project, key = cleaned.get("project"), cleaned.get("api_key")
         if project is not None and key is not None and key.project_id != project.pk:
             self.add_error("api_key", _("Choose a key of the selected project."))
-        cleaned["project"], cleaned["api_key"] = project, key
         return cleaned
 
 
@@ -197,16 +207,20 @@ class CardForm(forms.Form):
         )
 
 
+class AccountChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.display_name} ({obj.account_id})"
+
+
 class MoveProjectForm(forms.Form):
-    account = forms.ChoiceField(label=_("Billing account"))
+    account = AccountChoiceField(
+        BillingAccount.objects.none(), label=_("Billing account"), to_field_name="account_id", empty_label=None
+    )
 
     def __init__(self, *args, accounts, **kwargs):
+        """`accounts`: a queryset of the accounts the project may move to."""
         super().__init__(*args, **kwargs)
-        self.accounts = {a.account_id: a for a in accounts}
-        self.fields["account"].choices = [(a.account_id, f"{a.display_name} ({a.account_id})") for a in accounts]
-
-    def clean_account(self):
-        return self.accounts[self.cleaned_data["account"]]
+        self.fields["account"].queryset = accounts
 
 
 BANK_TRANSFER = "bank_transfer"

@@ -118,7 +118,12 @@ def unlink(request: HttpRequest, account_id: str, project_id: str) -> HttpRespon
 def move(request: HttpRequest, account_id: str, project_id: str) -> HttpResponse:
     account = get_account_for_user(request.user, account_id)
     project = get_linked_project_for_user(request.user, account, project_id)
-    others = [a for a in _accounts_for(request.user) if a.pk != account.pk and a.status == AccountStatus.ACTIVE]
+    others = (
+        BillingAccount.objects.administered_by(request.user)
+        .filter(status=AccountStatus.ACTIVE)
+        .exclude(pk=account.pk)
+        .order_by("created_at")
+    )
     form = MoveProjectForm(request.POST if request.method == "POST" else None, accounts=others)
     if request.method == "POST" and form.is_valid():
         target = form.cleaned_data["account"]

@@ -67,8 +67,8 @@ def step_project(request: HttpRequest, setup_id) -> HttpResponse:
     session = get_setup_for_user(request.user, setup_id)
     if session.is_finished:
         return redirect(_step_url(session, "status"))
-    projects = list(Project.objects.writable_by(request.user).order_by("name"))
-    keys = list(ApiKey.objects.active().filter(project__in=projects).select_related("project").order_by("name"))
+    projects = Project.objects.writable_by(request.user).order_by("name")
+    keys = ApiKey.objects.active().filter(project__in=projects).select_related("project").order_by("name")
     initial = {"project": session.project.project_id if session.project else None, "api_key": session.api_key_id}
     form = ProjectStepForm(
         request.POST if request.method == "POST" else None, projects=projects, keys=keys, initial=initial
