@@ -12,7 +12,7 @@ from django.db.models import F, Q, Sum, Value, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
-from billing.models import BillingAccount, Credit, CreditKind, EntryKind, LedgerEntry
+from billing.models import BillingAccount, Credit, CreditKind, EntryKind, EntryReason, LedgerEntry
 from billing.models.ledger import CREDIT_KINDS, DUE_KINDS
 from billing.money import ZERO, round_money
 
@@ -174,6 +174,46 @@ def record_payment(
             idempotency_key=idempotency_key,
             created_at=at or timezone.now(),
         )
+
+
+def record_prepayment_refund(account: BillingAccount, *, amount: Decimal, key: str, by) -> list[LedgerEntry]:
+    """Money refunded from the prepayment credit (the processor has paid it back).
+
+    Effects, under the account's lock: REFUND entries on the prepayment credits, oldest first;
+    should usage have used the credit meanwhile, the part no longer covered is added to what the
+    account owes (an ADJUSTMENT), so the books still balance. Each entry's key starts with `key`.
+    """
+    with transaction.atomic():
+        _lock(account)
+        entries, left = [], round_money(amount)
+        for credit in credits_with_remaining(account):
+            if credit.kind != CreditKind.PREPAYMENT or credit.remaining <= 0 or left <= 0:
+                continue
+            taken = min(left, credit.remaining)
+            entries.append(
+                LedgerEntry.objects.create(
+                    account=account,
+                    kind=EntryKind.REFUND,
+                    amount=-taken,
+                    credit=credit,
+                    reason=EntryReason.PREPAYMENT_REFUND,
+                    idempotency_key=f"{key}:{credit.pk}",
+                    created_by=by,
+                )
+            )
+            left -= taken
+        if left > 0:
+            entries.append(
+                LedgerEntry.objects.create(
+                    account=account,
+                    kind=EntryKind.ADJUSTMENT,
+                    amount=left,
+                    reason=EntryReason.REFUND_OF_USED_CREDIT,
+                    idempotency_key=f"{key}:owed",
+                    created_by=by,
+                )
+            )
+        return entries
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,6 @@ from billing import emails, ledger
 from billing.models import (
     BillingAccount,
     CreditKind,
-    EntryKind,
-    EntryReason,
-    LedgerEntry,
     PaymentMethod,
     PaymentStatus,
     Prepayment,
@@ -256,30 +253,7 @@ def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundReque
         locked = RefundRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status != RefundStatus.PENDING:
             return locked
-        left = locked.amount
-        for credit in ledger.credits_with_remaining(locked.account):
-            if credit.kind != CreditKind.PREPAYMENT or credit.remaining <= 0 or left <= 0:
-                continue
-            taken = min(left, credit.remaining)
-            LedgerEntry.objects.create(
-                account_id=locked.account_id,
-                kind=EntryKind.REFUND,
-                amount=-taken,
-                credit=credit,
-                reason=EntryReason.PREPAYMENT_REFUND,
-                idempotency_key=f"refund:{locked.pk}:{credit.pk}",
-                created_by=by,
-            )
-            left -= taken
-        if left > 0:
-            LedgerEntry.objects.create(
-                account_id=locked.account_id,
-                kind=EntryKind.ADJUSTMENT,
-                amount=left,
-                reason=EntryReason.REFUND_OF_USED_CREDIT,
-                idempotency_key=f"refund:{locked.pk}:owed",
-                created_by=by,
-            )
+        ledger.record_prepayment_refund(locked.account, amount=locked.amount, key=f"refund:{locked.pk}", by=by)
         _review(locked, RefundStatus.REFUNDED, by=by, note=note)
     return locked
 

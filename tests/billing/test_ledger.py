@@ -202,6 +202,7 @@ def test_every_ledger_write_waits_for_the_account_lock():
         "grant": lambda: ledger.grant_credit(account, kind=CreditKind.PROMOTIONAL, amount=D("1")),
         "charge": lambda: ledger.record_usage_charge(account, amount=D("1"), description="u", idempotency_key="c"),
         "payment": lambda: ledger.record_payment(account, amount=D("1"), description="p", idempotency_key="p"),
+        "refund": lambda: ledger.record_prepayment_refund(account, amount=D("1"), key="r", by=None),
     }
     locked, release = threading.Event(), threading.Event()
 
@@ -232,5 +233,23 @@ def test_every_ledger_write_waits_for_the_account_lock():
         release.set()
         holder.join()
 
-    assert blocked == ["grant", "charge", "payment"]
+    assert blocked == ["grant", "charge", "payment", "refund"]
     assert LedgerEntry.objects.count() == 0
+
+
+def test_ledger_rows_are_written_only_by_the_ledger_module():
+    """One module writes money rows (and so every write takes the account lock)."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    base = Path(settings.BASE_DIR)
+    writers = sorted(
+        str(path.relative_to(base))
+        for app in ("studio", "billing", "usage")
+        for path in (base / app).rglob("*.py")
+        if "migrations" not in path.parts
+        and ("LedgerEntry.objects.create" in path.read_text() or "LedgerEntry(" in path.read_text())
+    )
+
+    assert writers == ["billing/ledger.py", "billing/models/ledger.py"]  # the writer, and the class itself
