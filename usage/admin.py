@@ -86,6 +86,7 @@ class UsageEventAdmin(ReadOnlyAdmin):
         "kind",
         "status_code",
         "input_tokens",
+        "audio_input_tokens",
         "output_tokens",
         "cost",
         "occurred_at",
@@ -98,7 +99,17 @@ class UsageEventAdmin(ReadOnlyAdmin):
 
 @admin.register(UsageRollup)
 class UsageRollupAdmin(ReadOnlyAdmin):
-    list_display = ["granularity", "bucket_start", "project", "model", "requests", "errors", "input_tokens", "cost"]
+    list_display = [
+        "granularity",
+        "bucket_start",
+        "project",
+        "model",
+        "requests",
+        "errors",
+        "input_tokens",
+        "audio_input_tokens",
+        "cost",
+    ]
     list_filter = ["granularity"]
     search_fields = ["project__project_id"]
     list_select_related = ["project", "model"]

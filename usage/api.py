@@ -315,6 +315,7 @@ REPORT_EXAMPLE = {
             "input_tokens": 1200,
             "output_tokens": 300,
             "cached_tokens": 200,
+            "audio_input_tokens": 400,
             "occurred_at": "2026-11-28T05:00:00Z",
         },
         {

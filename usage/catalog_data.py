@@ -1,7 +1,8 @@
 """The catalog seeded by migration 0002, from facts.md (late-2025 public figures, USD per 1M
 tokens). Staff edit it in the admin afterwards; a new price is a new version, never an edit.
 
-Audio input prices are not modelled: the fleet reports tokens without a modality.
+Audio input (and cached audio input) is priced on its own for the models in AUDIO; migration 0004
+added those columns and filled them in for the price rows that existed then.
 """
 
 from datetime import UTC, datetime
@@ -32,6 +33,13 @@ MODELS = {
     "gemini-embedding-001": (
         "Gemini Embedding", True, 2_048, None, (D("0.15"), None, None, None, None, None, None),
     ),
+}
+
+# model id: (audio input, cached audio input), USD per 1M tokens. Other models take no audio tokens.
+AUDIO = {
+    "gemini-2.5-flash": (D("1.00"), D("0.10")),
+    "gemini-2.5-flash-lite": (D("0.30"), D("0.03")),
+    "gemini-2.0-flash": (D("0.70"), D("0.175")),
 }
 
 # model id: {tier: (RPM, TPM, RPD)}; None = no published limit.
@@ -66,7 +74,11 @@ SPEND_LIMITS = {"tier_1": D("10"), "tier_2": D("50"), "tier_3": D("200")}
 
 
 def load(CatalogModel, Price, RateLimit, SpendLimit):
-    """Insert what is missing; never overwrite what staff changed."""
+    """Insert what is missing; never overwrite what staff changed.
+
+    Migration 0002 runs this with a Price that has no audio columns yet: 0004 fills them in.
+    """
+    has_audio = any(field.name == "audio_input" for field in Price._meta.get_fields())
     for model_id, (name, free, context, threshold, prices) in MODELS.items():
         model, _ = CatalogModel.objects.get_or_create(
             model_id=model_id,
@@ -79,8 +91,18 @@ def load(CatalogModel, Price, RateLimit, SpendLimit):
         )
         fields = ["input", "output", "cached_input", "cache_storage", "long_input", "long_output", "long_cached_input"]
         price = dict(zip(fields, prices, strict=True))
+        if has_audio and model_id in AUDIO:
+            price["audio_input"], price["cached_audio_input"] = AUDIO[model_id]
         Price.objects.get_or_create(model=model, effective_from=EFFECTIVE_FROM, defaults=price)
         for tier, (rpm, tpm, rpd) in RATE_LIMITS[model_id].items():
             RateLimit.objects.get_or_create(tier=tier, model=model, defaults={"rpm": rpm, "tpm": tpm, "rpd": rpd})
     for tier, amount in SPEND_LIMITS.items():
         SpendLimit.objects.get_or_create(tier=tier, defaults={"usd_per_10_minutes": amount})
+
+
+def fill_audio_prices(Price):
+    """Set the audio prices of AUDIO on the price rows of those models that have none (migration 0004)."""
+    for model_id, (audio_input, cached_audio_input) in AUDIO.items():
+        Price.objects.filter(model_id=model_id, audio_input__isnull=True).update(
+            audio_input=audio_input, cached_audio_input=cached_audio_input
+        )

@@ -12,6 +12,11 @@ Two kinds of event: a request (generate, count_tokens, batch) with its tokens, a
 (token-hours, cost) but is not a request: it adds nothing to the rollups' request counts and is
 never admitted through quota:check.
 
+A request may say how much of its prompt was audio (`audio_input_tokens`, part of `input_tokens`)
+and how much of that was read from a cache (`cached_audio_tokens`, part of `cached_tokens` too):
+audio is rated at the model's audio prices, and kept as its own counts on the event and in the
+rollups. A model without an audio price refuses audio counts.
+
 The write is retried only when PostgreSQL says that trying again can succeed (RETRYABLE: SQLSTATE
 40001, 40P01, 55P03), a few times with a short jittered pause, each retry logged with its cause;
 any other error is raised at once.
@@ -92,6 +97,16 @@ class RequestEventIn(_Event):
     cached_tokens: TokenCount = Field(
         0, description="Prompt tokens read from a context cache (tokens, at most input_tokens)."
     )
+    audio_input_tokens: TokenCount = Field(
+        0,
+        description="Prompt tokens that are audio, cached ones included (tokens): part of input_tokens, not "
+        "in addition to it. Priced at the model's audio input price; refused for a model without one.",
+    )
+    cached_audio_tokens: TokenCount = Field(
+        0,
+        description="Audio prompt tokens read from a context cache (tokens): part of both cached_tokens and "
+        "audio_input_tokens. Priced at the model's cached audio input price.",
+    )
     cache_token_hours: Annotated[Decimal, Field(ge=0, le=0, max_digits=20, decimal_places=6)] = Field(
         Decimal(0), description="0 (token-hours): report cache storage as an event of kind `cache_storage`."
     )
@@ -108,6 +123,8 @@ class StorageEventIn(_Event):
     input_tokens: NoTokens = 0
     output_tokens: NoTokens = 0
     cached_tokens: NoTokens = 0
+    audio_input_tokens: NoTokens = 0
+    cached_audio_tokens: NoTokens = 0
     status_code: ClassVar[int] = 200  # stored as such: storage is never a failed request
 
 
@@ -122,6 +139,8 @@ COMBINATION_ERRORS = {
     ("cache_storage", "input_tokens"): "A cache_storage event has no tokens: leave this out or send 0.",
     ("cache_storage", "output_tokens"): "A cache_storage event has no tokens: leave this out or send 0.",
     ("cache_storage", "cached_tokens"): "A cache_storage event has no tokens: leave this out or send 0.",
+    ("cache_storage", "audio_input_tokens"): "A cache_storage event has no tokens: leave this out or send 0.",
+    ("cache_storage", "cached_audio_tokens"): "A cache_storage event has no tokens: leave this out or send 0.",
     ("cache_storage", "status_code"): "A cache_storage event is not a request: it has no status_code.",
 }
 KIND_ERROR = "Input should be " + ", ".join(f"'{kind}'" for kind in KINDS[:-1]) + f" or '{KINDS[-1]}'"
@@ -177,6 +196,7 @@ def ingest(raw_events: list, *, now: datetime | None = None) -> Report:
         errors = {}
         if event.cached_tokens > event.input_tokens:
             errors["cached_tokens"] = ["Cached tokens are part of the input tokens: at most input_tokens."]
+        errors.update(_audio_errors(event))
         if not now - OLDEST <= event.occurred_at <= now + NEWEST:
             errors["occurred_at"] = ["Outside the accepted window: at most 7 days old and 5 minutes ahead."]
         if errors:
@@ -193,6 +213,30 @@ def ingest(raw_events: list, *, now: datetime | None = None) -> Report:
         report.accepted = inserted
         report.duplicates += len(rows) - inserted
     return report
+
+
+def _audio_errors(event) -> dict[str, list[str]]:
+    """The audio counts must nest in the others (each count includes the classes within it)."""
+    audio, cached_audio = event.audio_input_tokens, event.cached_audio_tokens
+    if not audio and not cached_audio:
+        return {}
+    errors: dict[str, list[str]] = {}
+    if audio > event.input_tokens:
+        errors["audio_input_tokens"] = ["Audio tokens are part of the input tokens: at most input_tokens."]
+    elif audio - cached_audio > event.input_tokens - event.cached_tokens:
+        errors["audio_input_tokens"] = [
+            "Audio tokens not read from a cache are part of the input tokens not read from a cache: "
+            "audio_input_tokens − cached_audio_tokens is at most input_tokens − cached_tokens."
+        ]
+    if cached_audio > audio:
+        errors.setdefault("cached_audio_tokens", []).append(
+            "Cached audio tokens are part of the audio tokens: at most audio_input_tokens."
+        )
+    if cached_audio > event.cached_tokens:
+        errors.setdefault("cached_audio_tokens", []).append(
+            "Cached audio tokens are part of the cached tokens: at most cached_tokens."
+        )
+    return errors
 
 
 def _validated(raw_events: list, report: Report):
@@ -236,6 +280,16 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
             errors["output_tokens"] = ["This model produces no output tokens."]
         elif event.cache_token_hours and price.cache_storage is None:
             errors["cache_token_hours"] = ["This model has no context caching."]
+        elif event.audio_input_tokens and price.audio_input is None:
+            errors["audio_input_tokens"] = [
+                f"{model.pk} has no audio input price: report its audio as input_tokens only, without "
+                "audio_input_tokens."
+            ]
+        elif event.cached_audio_tokens and price.cached_audio_input is None:
+            errors["cached_audio_tokens"] = [
+                f"{model.pk} has no cached audio input price: report its cached audio as cached_tokens only, "
+                "without cached_audio_tokens."
+            ]
         if errors:
             report.reject(index, event.event_id, errors)
             continue
@@ -247,6 +301,8 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
             output_tokens=event.output_tokens,
             cached_tokens=event.cached_tokens,
             cache_token_hours=event.cache_token_hours,
+            audio_input_tokens=event.audio_input_tokens,
+            cached_audio_tokens=event.cached_audio_tokens,
             price=price,
             model=model,
             paid_project=effective_tier(project.tier, project.billing_state) != Tier.FREE,
@@ -277,6 +333,10 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
                 rated.cost_output,
                 rated.cost_cached,
                 rated.cost_storage,
+                event.audio_input_tokens,
+                event.cached_audio_tokens,
+                rated.cost_audio,
+                rated.cost_cached_audio,
             )
         )
     return rows
@@ -317,8 +377,13 @@ COLUMNS = [
     "event_id", "project_id", "api_key_id", "model_id", "price_id", "kind", "source", "status_code",
     "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours", "occurred_at", "received_at",
     "billable", "counts_against_quota", "cost", "cost_input", "cost_output", "cost_cached", "cost_storage",
+    "audio_input_tokens", "cached_audio_tokens", "cost_audio", "cost_cached_audio",
 ]  # fmt: skip
-SUMS = ["requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours", "cost"]
+# Audio stays its own SKU in the rollups (its tokens are also in input_tokens and cached_tokens).
+SUMS = [
+    "requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours", "cost",
+    "audio_input_tokens", "cached_audio_tokens",
+]  # fmt: skip
 
 CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS usage_staging ON COMMIT DELETE ROWS
@@ -330,7 +395,8 @@ WITH inserted AS (
     SELECT {", ".join(COLUMNS)} FROM usage_staging ORDER BY event_id
     ON CONFLICT (event_id) DO NOTHING
     RETURNING project_id, api_key_id, model_id, kind, status_code, occurred_at,
-              input_tokens, output_tokens, cached_tokens, cache_token_hours, cost
+              input_tokens, output_tokens, cached_tokens, cache_token_hours, cost,
+              audio_input_tokens, cached_audio_tokens
 ), buckets AS (
     SELECT g.granularity,
            date_trunc(g.granularity, i.occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS bucket_start,
@@ -338,7 +404,8 @@ WITH inserted AS (
            count(*) FILTER (WHERE i.kind <> 'cache_storage') AS requests,
            count(*) FILTER (WHERE i.status_code >= 400) AS errors,
            sum(i.input_tokens) AS input_tokens, sum(i.output_tokens) AS output_tokens,
-           sum(i.cached_tokens) AS cached_tokens, sum(i.cache_token_hours) AS cache_token_hours, sum(i.cost) AS cost
+           sum(i.cached_tokens) AS cached_tokens, sum(i.cache_token_hours) AS cache_token_hours, sum(i.cost) AS cost,
+           sum(i.audio_input_tokens) AS audio_input_tokens, sum(i.cached_audio_tokens) AS cached_audio_tokens
     FROM inserted i CROSS JOIN (VALUES ('minute'), ('hour'), ('day')) AS g(granularity)
     WHERE i.kind <> 'count_tokens'
     GROUP BY 1, 2, 3, 4, 5
@@ -399,6 +466,8 @@ def _store_orm(rows: list[tuple]) -> int:
             total["cached_tokens"] += row.cached_tokens
             total["cache_token_hours"] += row.cache_token_hours
             total["cost"] += row.cost
+            total["audio_input_tokens"] += row.audio_input_tokens
+            total["cached_audio_tokens"] += row.cached_audio_tokens
     for (granularity, bucket, project_id, key_id, model_id), total in sorted(
         sums.items(), key=lambda item: str(item[0])
     ):

@@ -47,6 +47,11 @@ class Price(models.Model):
     long_input = models.DecimalField(_("input, long prompts"), **MONEY)
     long_output = models.DecimalField(_("output, long prompts"), **MONEY)
     long_cached_input = models.DecimalField(_("cached input, long prompts"), **MONEY)
+    # Audio input is priced on its own where facts.md says so; empty: the model takes no audio tokens.
+    audio_input = models.DecimalField(_("audio input"), **MONEY)
+    cached_audio_input = models.DecimalField(_("cached audio input"), **MONEY)
+    long_audio_input = models.DecimalField(_("audio input, long prompts"), **MONEY)
+    long_cached_audio_input = models.DecimalField(_("cached audio input, long prompts"), **MONEY)
 
     class Meta:
         verbose_name = _("price")
@@ -178,6 +183,9 @@ class UsageEvent(models.Model):
     input_tokens = models.BigIntegerField()
     output_tokens = models.BigIntegerField()
     cached_tokens = models.BigIntegerField()
+    # Both are part of the counts above: audio of input_tokens, cached audio of cached_tokens and of audio.
+    audio_input_tokens = models.BigIntegerField(_("audio input tokens"), default=0)
+    cached_audio_tokens = models.BigIntegerField(_("cached audio tokens"), default=0)
     cache_token_hours = models.DecimalField(max_digits=20, decimal_places=6)
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField(default=timezone.now)
@@ -188,6 +196,8 @@ class UsageEvent(models.Model):
     cost_output = models.DecimalField(**COST)
     cost_cached = models.DecimalField(**COST)
     cost_storage = models.DecimalField(**COST)
+    cost_audio = models.DecimalField(_("cost of audio input"), **COST)
+    cost_cached_audio = models.DecimalField(_("cost of cached audio input"), **COST)
 
     class Meta:
         verbose_name = _("usage event")
@@ -219,6 +229,8 @@ class UsageRollup(models.Model):
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cached_tokens = models.BigIntegerField(default=0)
+    audio_input_tokens = models.BigIntegerField(_("audio input tokens"), default=0)
+    cached_audio_tokens = models.BigIntegerField(_("cached audio tokens"), default=0)
     cache_token_hours = models.DecimalField(max_digits=24, decimal_places=6, default=0)
     cost = models.DecimalField(max_digits=24, decimal_places=9, default=0)
 

@@ -7,10 +7,15 @@ Rules, in order:
 - a failed request (HTTP 400 and 500 families) is free but counts against quota;
 - usage of a project that is not on a paid tier is free;
 - studio usage is free unless it came through a paid API key linked to the studio;
-- otherwise: input (less cached tokens) at the input price, cached tokens at the cached price,
-  output at the output price, cache storage per 1M token-hours; the long-prompt prices for the
-  whole request when the prompt exceeds the model's threshold; batch requests pay the model's
-  batch factor (50 %) on input and output.
+- otherwise four classes of input, each at its own price: text input not read from a cache
+  (input less cached less uncached audio) at the input price, audio not read from a cache at the
+  audio input price, cached text at the cached input price, cached audio at the cached audio input
+  price; output at the output price, cache storage per 1M token-hours. The long-prompt prices (of
+  text and audio alike, where the model has them) apply to the whole request when the prompt,
+  audio included, exceeds the model's threshold; batch requests pay the model's batch factor
+  (50 %) on input (text and audio) and output.
+The caller has checked that the counts nest (cached and audio within input, cached audio within
+both) and that the price has the audio prices the event needs (usage.ingest).
 Each class is rounded half-up to the nano-dollar (billing.money.round_rating); the cost is their sum.
 """
 
@@ -31,10 +36,19 @@ class Rated:
     cost_output: Decimal = ZERO
     cost_cached: Decimal = ZERO
     cost_storage: Decimal = ZERO
+    cost_audio: Decimal = ZERO
+    cost_cached_audio: Decimal = ZERO
 
     @property
     def cost(self) -> Decimal:
-        return self.cost_input + self.cost_output + self.cost_cached + self.cost_storage
+        return (
+            self.cost_input
+            + self.cost_output
+            + self.cost_cached
+            + self.cost_storage
+            + self.cost_audio
+            + self.cost_cached_audio
+        )
 
 
 def rate(
@@ -45,6 +59,8 @@ def rate(
     output_tokens: int,
     cached_tokens: int,
     cache_token_hours: Decimal,
+    audio_input_tokens: int = 0,
+    cached_audio_tokens: int = 0,
     price,
     model,
     paid_project: bool,
@@ -60,6 +76,12 @@ def rate(
     input_price = price.long_input if long and price.long_input is not None else price.input
     output_price = price.long_output if long and price.long_output is not None else price.output
     cached_price = price.long_cached_input if long and price.long_cached_input is not None else price.cached_input
+    audio_price = price.long_audio_input if long and price.long_audio_input is not None else price.audio_input
+    cached_audio_price = (
+        price.long_cached_audio_input
+        if long and price.long_cached_audio_input is not None
+        else price.cached_audio_input
+    )
     factor = model.batch_price_factor if kind == "batch" else Decimal(1)
 
     def cost(tokens, per_million, multiplier=Decimal(1)):
@@ -67,11 +89,14 @@ def rate(
             return ZERO
         return round_rating(Decimal(tokens) * (per_million or ZERO) * multiplier / MILLION)
 
+    uncached_audio = audio_input_tokens - cached_audio_tokens
     return Rated(
         billable=True,
         counts_against_quota=counted,
-        cost_input=cost(input_tokens - cached_tokens, input_price, factor),
+        cost_input=cost(input_tokens - cached_tokens - uncached_audio, input_price, factor),
         cost_output=cost(output_tokens, output_price, factor),
-        cost_cached=cost(cached_tokens, cached_price),
+        cost_cached=cost(cached_tokens - cached_audio_tokens, cached_price),
         cost_storage=cost(cache_token_hours, price.cache_storage),
+        cost_audio=cost(uncached_audio, audio_price, factor),
+        cost_cached_audio=cost(cached_audio_tokens, cached_audio_price),
     )

@@ -313,6 +313,8 @@ UNITS = {
     "input_tokens": "tokens",
     "output_tokens": "tokens",
     "cached_tokens": "tokens",
+    "audio_input_tokens": "tokens",
+    "cached_audio_tokens": "tokens",
     "cache_token_hours": "token-hours",
     "status_code": "HTTP status",
     "occurred_at": "RFC 3339",

@@ -404,3 +404,147 @@ def test_an_unknown_kind_names_every_kind_and_every_other_bad_field(paid_key, ev
             },
         }
     ]
+
+
+def test_audio_is_rated_stored_and_rolled_up_as_its_own_counts(paid_key, event):
+    key, _ = paid_key  # gemini-2.5-flash: input 0.30, audio 1.00, cached 0.03, cached audio 0.10, output 2.50
+
+    report = ingest(
+        [
+            event(key, event_id="text", input_tokens=1_000, output_tokens=0),
+            event(
+                key,
+                event_id="audio",
+                input_tokens=10_000,
+                cached_tokens=4_000,
+                audio_input_tokens=5_000,
+                cached_audio_tokens=1_000,
+                output_tokens=100,
+            ),
+        ]
+    )
+
+    assert (report.accepted, report.rejected) == (2, [])
+    stored = UsageEvent.objects.values_list(
+        "event_id",
+        "input_tokens",
+        "cached_tokens",
+        "audio_input_tokens",
+        "cached_audio_tokens",
+        "cost_input",
+        "cost_audio",
+        "cost_cached",
+        "cost_cached_audio",
+        "cost_output",
+        "cost",
+    ).order_by("event_id")
+    assert list(stored) == [
+        (
+            "audio",
+            10_000,
+            4_000,
+            5_000,
+            1_000,
+            D("0.0006"),
+            D("0.004"),
+            D("0.00009"),
+            D("0.0001"),
+            D("0.00025"),
+            D("0.00504"),
+        ),
+        ("text", 1_000, 0, 0, 0, D("0.0003"), 0, 0, 0, 0, D("0.0003")),
+    ]
+    rollups = UsageRollup.objects.values_list(
+        "granularity", "requests", "input_tokens", "cached_tokens", "audio_input_tokens", "cached_audio_tokens", "cost"
+    )
+    assert sorted(rollups) == [(g, 2, 11_000, 4_000, 5_000, 1_000, D("0.00534")) for g in ("day", "hour", "minute")]
+
+
+def test_audio_adds_to_existing_rollups(paid_key, event):
+    key, _ = paid_key
+    ingest([event(key, audio_input_tokens=1_000)])
+
+    ingest([event(key, audio_input_tokens=200, cached_tokens=100, cached_audio_tokens=50)])
+
+    assert sorted(UsageRollup.objects.values_list("granularity", "audio_input_tokens", "cached_audio_tokens")) == [
+        (g, 1_200, 50) for g in ("day", "hour", "minute")
+    ]
+
+
+def test_the_catalog_has_the_audio_prices_of_facts_md(db):
+    prices = Price.objects.values_list("model_id", "audio_input", "cached_audio_input").order_by("model_id")
+
+    assert list(prices) == [
+        ("gemini-2.0-flash", D("0.70"), D("0.175")),
+        ("gemini-2.0-flash-lite", None, None),
+        ("gemini-2.5-flash", D("1.00"), D("0.10")),
+        ("gemini-2.5-flash-lite", D("0.30"), D("0.03")),
+        ("gemini-2.5-pro", None, None),
+        ("gemini-embedding-001", None, None),
+    ]
+
+
+AUDIO_OVER_INPUT = "Audio tokens are part of the input tokens: at most input_tokens."
+AUDIO_OVER_UNCACHED = (
+    "Audio tokens not read from a cache are part of the input tokens not read from a cache: "
+    "audio_input_tokens − cached_audio_tokens is at most input_tokens − cached_tokens."
+)
+CACHED_AUDIO_OVER_AUDIO = "Cached audio tokens are part of the audio tokens: at most audio_input_tokens."
+CACHED_AUDIO_OVER_CACHED = "Cached audio tokens are part of the cached tokens: at most cached_tokens."
+
+
+@pytest.mark.parametrize(
+    ("kind", "overrides", "errors"),
+    [
+        ("generate", {"audio_input_tokens": 1_201}, {"audio_input_tokens": [AUDIO_OVER_INPUT]}),
+        (
+            "generate",
+            {"audio_input_tokens": -1},
+            {"audio_input_tokens": ["Input should be greater than or equal to 0"]},
+        ),
+        ("generate", {"audio_input_tokens": "10"}, {"audio_input_tokens": ["Input should be a valid integer"]}),
+        ("generate", {"audio_input_tokens": 1.0}, {"audio_input_tokens": ["Input should be a valid integer"]}),
+        ("generate", {"cached_audio_tokens": None}, {"cached_audio_tokens": ["Input should be a valid integer"]}),
+        (
+            "generate",
+            {"cached_tokens": 1_000, "audio_input_tokens": 500},
+            {"audio_input_tokens": [AUDIO_OVER_UNCACHED]},
+        ),
+        (
+            "generate",
+            {"cached_tokens": 100, "audio_input_tokens": 10, "cached_audio_tokens": 11},
+            {"cached_audio_tokens": [CACHED_AUDIO_OVER_AUDIO]},
+        ),
+        (
+            "generate",
+            {"cached_tokens": 10, "audio_input_tokens": 100, "cached_audio_tokens": 11},
+            {"cached_audio_tokens": [CACHED_AUDIO_OVER_CACHED]},
+        ),
+        (
+            "generate",
+            {"cached_audio_tokens": 5},
+            {"cached_audio_tokens": [CACHED_AUDIO_OVER_AUDIO, CACHED_AUDIO_OVER_CACHED]},
+        ),
+        (
+            "batch",
+            {"kind": "batch", "model": "gemini-2.5-pro", "audio_input_tokens": 100},
+            {
+                "audio_input_tokens": [
+                    "gemini-2.5-pro has no audio input price: report its audio as input_tokens only, without "
+                    "audio_input_tokens."
+                ]
+            },
+        ),
+        ("storage", {"audio_input_tokens": 5}, {"audio_input_tokens": [NO_TOKENS]}),
+        ("storage", {"cached_audio_tokens": 5}, {"cached_audio_tokens": [NO_TOKENS]}),
+    ],
+)
+def test_wrong_audio_counts_are_named_and_nothing_is_written(paid_key, event, kind, overrides, errors):
+    key, _ = paid_key
+    raw = storage(event, key, **overrides) if kind == "storage" else event(key, **overrides)
+
+    report = ingest([{**raw, "event_id": "wrong"}])
+
+    assert report.rejected == [{"index": 0, "event_id": "wrong", "errors": errors}]
+    assert not UsageEvent.objects.exists()
+    assert not UsageRollup.objects.exists()

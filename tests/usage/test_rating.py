@@ -4,7 +4,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from usage.catalog_data import MODELS
+from usage.catalog_data import AUDIO, MODELS
 from usage.rating import rate
 
 
@@ -19,6 +19,8 @@ class PriceRow:
         names = ["input", "output", "cached_input", "cache_storage", "long_input", "long_output", "long_cached_input"]
         for name, value in zip(names, MODELS[model_id][4], strict=True):
             setattr(self, name, value)
+        self.audio_input, self.cached_audio_input = AUDIO.get(model_id, (None, None))
+        self.long_audio_input = self.long_cached_audio_input = None
 
 
 def cost(
@@ -135,3 +137,135 @@ def test_studio_usage_is_free_unless_a_paid_key_is_linked():
 
     assert (free.billable, free.cost) == (False, D("0"))
     assert (billed.billable, billed.cost) == (True, D("0.0003"))
+
+
+def audio_cost(model_id, *, price=None, model=None, kind="generate", inp=0, cached=0, audio=0, cached_audio=0, out=0):
+    return rate(
+        kind=kind,
+        status_code=200,
+        input_tokens=inp,
+        output_tokens=out,
+        cached_tokens=cached,
+        cache_token_hours=D(0),
+        audio_input_tokens=audio,
+        cached_audio_tokens=cached_audio,
+        price=price or PriceRow(model_id),
+        model=model or Model(model_id),
+        paid_project=True,
+        studio=False,
+        studio_key_linked=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("model_id", "text", "audio"),
+    [
+        # 6,000 text and 4,000 audio tokens of a 10,000-token prompt, at facts.md's prices per 1M
+        ("gemini-2.5-flash", D("0.0018"), D("0.004")),  # 0.30 text, 1.00 audio
+        ("gemini-2.5-flash-lite", D("0.0006"), D("0.0012")),  # 0.10 text, 0.30 audio
+        ("gemini-2.0-flash", D("0.0006"), D("0.0028")),  # 0.10 text, 0.70 audio
+    ],
+)
+def test_audio_is_part_of_the_input_and_priced_at_the_audio_rate(model_id, text, audio):
+    rated = audio_cost(model_id, inp=10_000, audio=4_000)
+
+    assert (rated.cost_input, rated.cost_audio, rated.cost_cached, rated.cost_cached_audio) == (text, audio, 0, 0)
+    assert rated.cost == text + audio
+
+
+@pytest.mark.parametrize(
+    ("model_id", "one_audio_token", "one_cached_audio_token"),
+    [
+        ("gemini-2.5-flash", D("0.000001000"), D("0.000000100")),
+        ("gemini-2.5-flash-lite", D("0.000000300"), D("0.000000030")),
+        ("gemini-2.0-flash", D("0.000000700"), D("0.000000175")),
+    ],
+)
+def test_one_audio_token_is_exact_to_the_nano_dollar(model_id, one_audio_token, one_cached_audio_token):
+    audio = audio_cost(model_id, inp=1, audio=1)
+    cached = audio_cost(model_id, inp=1, cached=1, audio=1, cached_audio=1)
+
+    assert (audio.cost_input, audio.cost_audio, audio.cost) == (0, one_audio_token, one_audio_token)
+    assert (cached.cost_cached, cached.cost_cached_audio, cached.cost) == (
+        0,
+        one_cached_audio_token,
+        one_cached_audio_token,
+    )
+
+
+@pytest.mark.parametrize(
+    ("model_id", "classes", "total"),
+    [
+        # 10,000 input: 4,000 cached (1,000 of them audio), 5,000 audio (4,000 not cached), so 2,000
+        # uncached text, 4,000 uncached audio, 3,000 cached text and 1,000 cached audio tokens
+        ("gemini-2.5-flash", (D("0.0006"), D("0.004"), D("0.00009"), D("0.0001")), D("0.00479")),
+        ("gemini-2.5-flash-lite", (D("0.0002"), D("0.0012"), D("0.00003"), D("0.00003")), D("0.00146")),
+        ("gemini-2.0-flash", (D("0.0002"), D("0.0028"), D("0.000075"), D("0.000175")), D("0.00325")),
+    ],
+)
+def test_cached_audio_has_its_own_price(model_id, classes, total):
+    rated = audio_cost(model_id, inp=10_000, cached=4_000, audio=5_000, cached_audio=1_000)
+
+    assert (rated.cost_input, rated.cost_audio, rated.cost_cached, rated.cost_cached_audio) == classes
+    assert rated.cost == total
+
+
+def test_batch_halves_audio_input_like_text_input_but_not_cached_tokens():
+    rated = audio_cost(
+        "gemini-2.5-flash", kind="batch", inp=10_000, cached=2_000, audio=4_000, cached_audio=1_000, out=2_000
+    )
+
+    assert (rated.cost_input, rated.cost_audio, rated.cost_cached, rated.cost_cached_audio, rated.cost_output) == (
+        D("0.00075"),  # 5,000 text × 0.30 × 50 %
+        D("0.0015"),  # 3,000 audio × 1.00 × 50 %
+        D("0.00003"),  # 1,000 cached text × 0.03
+        D("0.0001"),  # 1,000 cached audio × 0.10
+        D("0.0025"),  # 2,000 output × 2.50 × 50 %
+    )
+    assert rated.cost == D("0.00488")
+
+
+def test_a_long_prompt_prices_audio_at_the_long_audio_rates_for_the_whole_request():
+    model = Model("gemini-2.5-flash")
+    model.long_prompt_threshold = 200_000  # no model of facts.md has both: a made-up catalog row
+    price = PriceRow("gemini-2.5-flash")
+    price.long_input, price.long_cached_input = D("0.60"), D("0.06")
+    price.long_audio_input, price.long_cached_audio_input = D("2.00"), D("0.20")
+
+    at = audio_cost("gemini-2.5-flash", price=price, model=model, inp=200_000, audio=100_000)
+    above = audio_cost(
+        "gemini-2.5-flash", price=price, model=model, inp=200_001, cached=20_000, audio=100_000, cached_audio=10_000
+    )
+    price.long_audio_input = price.long_cached_audio_input = None
+    no_long_audio_price = audio_cost("gemini-2.5-flash", price=price, model=model, inp=200_001, audio=100_000)
+
+    assert (at.cost_input, at.cost_audio) == (D("0.03"), D("0.1"))
+    assert (above.cost_input, above.cost_audio, above.cost_cached, above.cost_cached_audio) == (
+        D("0.0540006"),  # 90,001 text × 0.60
+        D("0.18"),  # 90,000 audio × 2.00
+        D("0.0006"),  # 10,000 cached text × 0.06
+        D("0.002"),  # 10,000 cached audio × 0.20
+    )
+    # like text: without a long-prompt price the standard one applies
+    assert (no_long_audio_price.cost_input, no_long_audio_price.cost_audio) == (D("0.0600006"), D("0.1"))
+
+
+def test_free_tier_and_failed_audio_requests_cost_nothing():
+    common = {
+        "kind": "generate",
+        "input_tokens": 10_000,
+        "output_tokens": 0,
+        "cached_tokens": 0,
+        "cache_token_hours": D(0),
+        "audio_input_tokens": 10_000,
+        "cached_audio_tokens": 0,
+        "price": PriceRow("gemini-2.5-flash"),
+        "model": Model("gemini-2.5-flash"),
+        "studio": False,
+        "studio_key_linked": False,
+    }
+    free = rate(**common, status_code=200, paid_project=False)
+    failed = rate(**common, status_code=500, paid_project=True)
+
+    assert (free.billable, free.counts_against_quota, free.cost) == (False, True, 0)
+    assert (failed.billable, failed.counts_against_quota, failed.cost) == (False, True, 0)
