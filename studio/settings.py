@@ -259,6 +259,9 @@ PREPAYMENT_DEFAULT_AMOUNT = Decimal(env("PREPAYMENT_DEFAULT_AMOUNT", default="10
 
 # Usage (SPEC §4): how long a process keeps its catalog snapshot (prices, limits).
 CATALOG_TTL_SECONDS = env.int("CATALOG_TTL_SECONDS", default=30)
+# Output tokens that quota:check adds to a request's prompt when it estimates its cost for the
+# spend limit (the fleet does not know the output yet). 0: the estimate is the prompt alone.
+SPEND_ESTIMATE_OUTPUT_TOKENS = env.int("SPEND_ESTIMATE_OUTPUT_TOKENS", default=0)
 # How long a process remembers a valid fleet token: a revocation applies within this time.
 FLEET_TOKEN_CACHE_SECONDS = env.int("FLEET_TOKEN_CACHE_SECONDS", default=10)
 

@@ -4,10 +4,12 @@ Every denial has its own stable reason. Rate-limit denials name the quota exactl
 dashboard will (`quota_ids`), with the limit and the seconds until its window rolls.
 """
 
+import math
 from dataclasses import dataclass
 from datetime import UTC
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -17,6 +19,7 @@ from studio import keyformat
 from studio.models import ApiKey, Project, Tier, effective_tier
 from usage.catalog import get_catalog
 from usage.limiter import Limit, get_limiter
+from usage.rating import rate
 
 TIER_SUFFIX = {Tier.FREE: "FreeTier", Tier.TIER_1: "Tier1", Tier.TIER_2: "Tier2", Tier.TIER_3: "Tier3"}
 MICRO = Decimal(1_000_000)
@@ -102,7 +105,30 @@ def find_admittee(raw_key: str) -> Admittee | None:
 INVALID_KEY = Denial(400, "INVALID_ARGUMENT", "API_KEY_INVALID", "API key not valid. Please pass a valid API key.")
 
 
-def limits_for(project, model_id: str, *, estimated_input_tokens: int, catalog=None) -> list[Limit]:
+def spend_estimate(model, price, *, kind: str, input_tokens: int) -> int:
+    """Micro-USD reserved by one request in the spend window: its estimated prompt plus the
+    configured output allowance (SPEND_ESTIMATE_OUTPUT_TOKENS), rated by the same function and
+    rules as the bill (long-prompt prices, batch factor), rounded up: no fraction is dropped."""
+    output = settings.SPEND_ESTIMATE_OUTPUT_TOKENS if price.output is not None else 0
+    rated = rate(
+        kind=kind,
+        status_code=200,
+        input_tokens=input_tokens,
+        output_tokens=output,
+        cached_tokens=0,
+        cache_token_hours=Decimal(0),
+        price=price,
+        model=model,
+        paid_project=True,
+        studio=False,
+        studio_key_linked=False,
+    )
+    return math.ceil(rated.cost * MICRO)
+
+
+def limits_for(
+    project, model_id: str, *, estimated_input_tokens: int, kind: str = "generate", catalog=None
+) -> list[Limit]:
     """The limits that apply to one request of `project` (a Project or an Admittee: `tier` and
     `billing_state` are read) on `model_id`, at its current tier."""
     catalog = catalog or get_catalog()
@@ -121,8 +147,9 @@ def limits_for(project, model_id: str, *, estimated_input_tokens: int, catalog=N
                 limits.append(Limit(quota_id, window, value, cost, counter=f"{quota_id}:{model_id}"))
     spend = catalog.spend_limits.get(tier)
     price = catalog.price_at(model_id, timezone.now())
-    if spend is not None and price is not None and price.input is not None:
-        estimate = int(Decimal(estimated_input_tokens) * price.input)  # micro-USD: tokens x USD per 1M tokens
+    model = catalog.models.get(model_id)
+    if spend is not None and price is not None and price.input is not None and model is not None:
+        estimate = spend_estimate(model, price, kind=kind, input_tokens=estimated_input_tokens)
         limits.append(Limit(ids["spend"], "rolling_10m", int(spend.usd_per_10_minutes * MICRO), estimate))
     return limits
 
@@ -146,7 +173,7 @@ def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int
     base = {"key_id": str(project.key_id), "project_id": project.project_id, "tier": tier}
     if kind == "count_tokens":  # never limited by, nor counted against, the inference quota
         return {"allowed": True, **base, "limits": []}
-    limits = limits_for(project, model_id, estimated_input_tokens=estimated_input_tokens, catalog=catalog)
+    limits = limits_for(project, model_id, estimated_input_tokens=estimated_input_tokens, kind=kind, catalog=catalog)
     # One scope per project: every counter of a project lives under one Redis hash tag.
     decision = get_limiter().check(f"p{project.project_pk}", limits)
     states = [

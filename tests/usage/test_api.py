@@ -237,22 +237,51 @@ def test_spend_limit_per_rolling_ten_minutes(client, fleet, paid_key):
     from usage.models import SpendLimit
 
     SpendLimit.objects.filter(tier="tier_1").update(usd_per_10_minutes=2)
-    _, raw = paid_key  # gemini-2.5-pro input at USD 1.25 per 1M: 500k tokens are estimated at USD 0.625
+    _, raw = paid_key  # gemini-2.5-pro input at USD 1.25 per 1M up to 200k: 200k tokens are USD 0.25
 
-    decisions = [check(client, fleet, raw, model="gemini-2.5-pro", tokens=500_000) for _ in range(4)]
+    decisions = [check(client, fleet, raw, model="gemini-2.5-pro", tokens=200_000) for _ in range(9)]
 
-    assert [d["allowed"] for d in decisions] == [True, True, True, False]
+    assert [d["allowed"] for d in decisions] == [True] * 8 + [False]
     assert decisions[0]["limits"][-1] == {
         "quota_id": "GenerateSpendPer10MinutesPerProject-Tier1",
         "limit": 2_000_000,
-        "remaining": 1_375_000,
+        "remaining": 1_750_000,
         "unit": "micro_usd",
         "reset_seconds": decisions[0]["limits"][-1]["reset_seconds"],
     }
     assert decisions[-1]["error"]["quota_id"] == "GenerateSpendPer10MinutesPerProject-Tier1"
     # The spend limit is per project: another model of the same project shares it.
-    other_model = check(client, fleet, raw, model="gemini-2.5-flash", tokens=500_000)  # USD 0.15 > 0.125 left
+    other_model = check(client, fleet, raw, model="gemini-2.5-flash", tokens=500_000)  # USD 0.15, nothing left
     assert other_model["error"]["quota_id"] == "GenerateSpendPer10MinutesPerProject-Tier1"
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "tokens", "output_allowance", "micro_usd"),
+    [
+        # Up to the 200k threshold: the standard input price (USD 1.25 per 1M).
+        ("gemini-2.5-pro", "generate", 200_000, 0, 250_000),
+        # Over it, the whole prompt at the long-prompt price (USD 2.50): 500,002.5, rounded up.
+        ("gemini-2.5-pro", "generate", 200_001, 0, 500_003),
+        # Batch pays the batch factor (50 %) of USD 0.30 per 1M.
+        ("gemini-2.5-flash", "batch", 100_000, 0, 15_000),
+        # The output allowance at the output price (USD 2.50 per 1M): 30,000 + 2,500.
+        ("gemini-2.5-flash", "generate", 100_000, 1_000, 32_500),
+        # A fraction of a micro-dollar still counts: 1 token at USD 0.10 per 1M is 0.1 micro-USD.
+        ("gemini-2.5-flash-lite", "generate", 1, 0, 1),
+    ],
+)
+def test_spend_estimate_follows_the_rating_rules(
+    client, fleet, paid_key, settings, model, kind, tokens, output_allowance, micro_usd
+):
+    settings.SPEND_ESTIMATE_OUTPUT_TOKENS = output_allowance
+    _, raw = paid_key
+
+    spend = check(client, fleet, raw, model=model, kind=kind, tokens=tokens)["limits"][-1]
+
+    assert (spend["quota_id"], spend["limit"] - spend["remaining"]) == (
+        "GenerateSpendPer10MinutesPerProject-Tier1",
+        micro_usd,
+    )
 
 
 def test_quota_check_validates_its_body(client, fleet):
