@@ -210,8 +210,8 @@ def ingest(raw_events: list, *, now: datetime | None = None) -> Report:
     rows = _rate(valid, report, received_at=now)
     if rows:
         inserted = _store(rows)
-        report.accepted = inserted
-        report.duplicates += len(rows) - inserted
+        report.accepted = len(inserted)
+        report.duplicates += len(rows) - len(inserted)
     return report
 
 
@@ -342,8 +342,8 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
     return rows
 
 
-def _store(rows: list[tuple]) -> int:
-    """Insert new events (tuples in COLUMNS order) and add them to the rollups; returns how many were new."""
+def _store(rows: list[tuple]) -> list[str]:
+    """Insert new events (tuples in COLUMNS order) and add them to the rollups; returns the ids of the new ones."""
     rows.sort(key=lambda row: row[0])  # by event_id: one lock order for concurrent batches
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
@@ -394,7 +394,7 @@ WITH inserted AS (
     INSERT INTO usage_usageevent ({", ".join(COLUMNS)})
     SELECT {", ".join(COLUMNS)} FROM usage_staging ORDER BY event_id
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING project_id, api_key_id, model_id, kind, status_code, occurred_at,
+    RETURNING event_id, project_id, api_key_id, model_id, kind, status_code, occurred_at,
               input_tokens, output_tokens, cached_tokens, cache_token_hours, cost,
               audio_input_tokens, cached_audio_tokens
 ), buckets AS (
@@ -416,11 +416,11 @@ WITH inserted AS (
         {", ".join(f"{name} = usage_usagerollup.{name} + EXCLUDED.{name}" for name in SUMS)}
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled)
+SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM rolled)
 """  # noqa: S608 - only constant column names are interpolated
 
 
-def _store_postgres(rows: list[tuple]) -> int:
+def _store_postgres(rows: list[tuple]) -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute(CREATE_STAGING)
         raw = cursor.cursor  # psycopg 3: COPY is much faster than INSERT for a batch
@@ -441,7 +441,7 @@ def _bucket(moment: datetime, granularity: str) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _store_orm(rows: list[tuple]) -> int:
+def _store_orm(rows: list[tuple]) -> list[str]:
     rows = [UsageEvent(**dict(zip(COLUMNS, row, strict=True))) for row in rows]
     ids = [row.event_id for row in rows]
     known = set()
@@ -481,4 +481,4 @@ def _store_orm(rows: list[tuple]) -> int:
         updated = UsageRollup.objects.filter(**where).update(**{name: F(name) + value for name, value in total.items()})
         if not updated:
             UsageRollup.objects.create(**where, **total)
-    return len(new)
+    return [row.event_id for row in new]
