@@ -5,6 +5,7 @@ one account are serialised and balances read inside the lock are exact.
 """
 
 from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
@@ -12,7 +13,7 @@ from django.db.models import F, Q, Sum, Value, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
-from billing.models import BillingAccount, Credit, CreditKind, EntryKind, EntryReason, LedgerEntry
+from billing.models import BillingAccount, Credit, CreditKind, EntryKind, EntryReason, LedgerEntry, UsageLine
 from billing.models.ledger import CREDIT_KINDS, DUE_KINDS
 from billing.money import ZERO, round_money
 
@@ -146,6 +147,81 @@ def record_usage_charge(
         if existing is None:
             raise
         return [existing]
+
+
+@dataclass(frozen=True)
+class UsageLineIn:
+    """A line to charge (see UsageLine): what usage.charging hands to `record_usage`."""
+
+    project_id: int
+    model_id: str
+    price_id: int
+    sku: str
+    batch: bool
+    long_prompt: bool
+    quantity: Decimal
+    events: int
+    amount: Decimal  # USD, whole micro-dollars
+    first_occurred_at: datetime
+    last_occurred_at: datetime
+
+
+def record_usage(account: BillingAccount, *, month: date, lines: list[UsageLineIn], at=None) -> LedgerEntry:
+    """Charge usage of one Pacific month to the account, line by line, paid from credits (R24).
+
+    Effects, under the account's lock: one usage_charge entry (the lines' total, `usage_month`
+    = `month`) with its UsageLine rows, then one credit_application entry per credit used. A
+    credit pays for a line only if it was valid when the line's usage occurred (granted by its
+    first event) and is still valid at `at` (SPEC §9); credits are drawn in the R24 order, lines
+    oldest first. What no credit covers is owed for the monthly statement.
+    """
+    at = at or timezone.now()
+    total = round_money(sum((line.amount for line in lines), ZERO))
+    if total <= 0:
+        raise ValueError("a usage charge is positive")
+    with transaction.atomic():
+        _lock(account)
+        charge = LedgerEntry.objects.create(
+            account=account,
+            kind=EntryKind.USAGE_CHARGE,
+            amount=total,
+            reason=EntryReason.USAGE,
+            usage_month=month,
+            created_at=at,
+        )
+        UsageLine.objects.bulk_create(
+            [UsageLine(entry=charge, account=account, month=month, **vars(line)) for line in lines]
+        )
+        credits = sorted(
+            (c for c in credits_with_remaining(account) if c.remaining > 0 and c.is_valid_at(at)), key=_draw_down_key
+        )
+        used: dict[int, Decimal] = {}
+        for line in sorted(lines, key=lambda line: line.first_occurred_at):
+            owed = line.amount
+            for credit in credits:
+                left = credit.remaining - used.get(credit.pk, ZERO)
+                if owed == 0:
+                    break
+                if left <= 0 or not credit.is_valid_at(line.first_occurred_at):
+                    continue
+                taken = min(owed, left)
+                used[credit.pk] = used.get(credit.pk, ZERO) + taken
+                owed -= taken
+        LedgerEntry.objects.bulk_create(
+            [
+                LedgerEntry(
+                    account=account,
+                    kind=EntryKind.CREDIT_APPLICATION,
+                    amount=-used[credit.pk],
+                    credit=credit,
+                    usage_month=month,
+                    created_at=at,
+                )
+                for credit in credits
+                if used.get(credit.pk)
+            ]
+        )
+    return charge
 
 
 def record_payment(

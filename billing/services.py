@@ -148,6 +148,7 @@ def link_project(project: Project, account: BillingAccount, *, by) -> ProjectBil
         tiers.set_project_tier(
             project, *project_state_for(account), by=by, reason=gettext_noop("Billing account linked")
         )
+        tiers.note_billing_period(project)  # a move between accounts at the same tier changes who pays
     return link
 
 

@@ -18,6 +18,7 @@ from billing import emails, ledger
 from billing.models import (
     AccountStatus,
     BillingAccount,
+    BillingPeriod,
     EntryKind,
     LedgerEntry,
     PaymentStatus,
@@ -26,7 +27,7 @@ from billing.models import (
     TierChange,
     TierRule,
 )
-from studio.models import AuditEvent, BillingState, Project, Tier
+from studio.models import AuditEvent, BillingState, Project, Tier, effective_tier
 
 ORDER = [Tier.FREE, Tier.TIER_1, Tier.TIER_2, Tier.TIER_3]
 SPEND_WINDOW = timedelta(days=30)  # the spending rate that projects when a tier unlocks
@@ -94,6 +95,7 @@ def set_project_tier(
         if tier in (Tier.FREE, Tier.TIER_3):
             locked.upgrade_available = False
         locked.save(update_fields=["tier", "billing_state", "upgrade_available"])
+        note_billing_period(locked)
         if before[0] != tier:
             TierChange.objects.create(project=locked, from_tier=before[0], to_tier=tier, reason=reason, actor=by)
         AuditEvent.record(
@@ -106,6 +108,21 @@ def set_project_tier(
         )
     project.tier, project.billing_state, project.upgrade_available = tier, billing_state, locked.upgrade_available
     return True
+
+
+def note_billing_period(project: Project, *, at=None) -> BillingPeriod | None:
+    """Append to the project's billing history when who pays for its usage, or at what tier, has
+    changed (SPEC §9: usage is billed by the state when it occurred). The caller holds the
+    project's lock (set_project_tier, link_project), so rows of one project are written in order."""
+    tier = effective_tier(*Project.objects.values_list("tier", "billing_state").get(pk=project.pk))
+    link = ProjectBilling.objects.filter(project=project).select_related("account").first()
+    paying = link.account if tier != Tier.FREE and link is not None else None
+    last = BillingPeriod.objects.filter(project=project).order_by("-starts_at", "-pk").first()
+    if last is None and paying is None:
+        return None  # never billed: no history needed
+    if last is not None and (last.account_id, last.tier) == (paying.pk if paying else None, tier):
+        return None
+    return BillingPeriod.objects.create(project=project, starts_at=at or timezone.now(), account=paying, tier=tier)
 
 
 def refresh_upgrade_flags(account: BillingAccount, *, now=None, eligible: str | None = None) -> None:

@@ -88,6 +88,11 @@ class User(AbstractBaseUser, PermissionsMixin):
             before = locked.studio_api_key
             locked.studio_api_key = key
             locked.save(update_fields=["studio_api_key"])
+            # The history that decides, for each studio event, whether it is billed (SPEC §9).
+            now = timezone.now()
+            StudioKeyLink.objects.filter(user=locked, unlinked_at__isnull=True).update(unlinked_at=now)
+            if key is not None:
+                StudioKeyLink.objects.create(user=locked, api_key=key, linked_at=now)
             AuditEvent.record(
                 actor=by,
                 action="studio_key.link" if key else "studio_key.unlink",
@@ -96,6 +101,39 @@ class User(AbstractBaseUser, PermissionsMixin):
                 after=_studio_key_state(key),
             )
             return True
+
+
+class StudioKeyLinkQuerySet(models.QuerySet):
+    def linked_at(self, moment):
+        """The links in force at `moment`."""
+        return self.filter(Q(unlinked_at__isnull=True) | Q(unlinked_at__gt=moment), linked_at__lte=moment)
+
+
+class StudioKeyLink(models.Model):
+    """History of `User.studio_api_key`: from `linked_at` until `unlinked_at` (open: still linked),
+    studio usage through `api_key` is billed. Written only by `User.link_studio_key`, so usage is
+    billed by the link in force when it occurred, however late it is reported."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="studio_key_links")
+    api_key = models.ForeignKey("studio.ApiKey", on_delete=models.CASCADE, related_name="studio_links")
+    linked_at = models.DateTimeField(_("linked at"))
+    unlinked_at = models.DateTimeField(_("unlinked at"), null=True, blank=True)
+
+    objects = StudioKeyLinkQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("studio key link")
+        verbose_name_plural = _("studio key links")
+        ordering = ["linked_at", "pk"]
+        indexes = [models.Index(fields=["api_key", "linked_at"], name="studio_link_key_time")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"], condition=Q(unlinked_at__isnull=True), name="one_open_studio_link_per_user"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.user} → {self.api_key_id} from {self.linked_at:%Y-%m-%d %H:%M}"
 
 
 def _studio_key_state(key) -> dict:

@@ -94,6 +94,20 @@ def make_account(user, *, country="US", name=None, prepayment_due=False, project
     return account
 
 
+def make_billed_project(owner, *, name=None, since=None):
+    """A Tier 1 project linked to a new billing account of `owner` at `since` (default: a day ago),
+    so that its billing history bills usage from then on (SPEC §9)."""
+    from datetime import timedelta
+
+    import time_machine
+
+    project = make_project(owner, name=name)
+    with time_machine.travel(since or timezone.now() - timedelta(days=1)):
+        make_account(owner, projects=[project])
+    project.refresh_from_db()
+    return project
+
+
 def deliver_mail():
     """Run the outbox's real delivery (the deliver_outbox job) and return what reached the test
     mailbox (`django.core.mail.outbox`, every message delivered so far in this test)."""

@@ -25,24 +25,29 @@ any other error is raised at once.
 import logging
 import random
 import time
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, ClassVar, Literal
+from zoneinfo import ZoneInfo
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
-from studio.models import ApiKey, Tier, User, effective_tier
+from billing.models import BillingPeriod
+from studio.models import ApiKey, StudioKeyLink
 from usage.catalog import get_catalog
-from usage.models import UsageEvent, UsageRollup
+from usage.models import PendingCharge, UsageEvent, UsageRollup
 from usage.rating import rate
 
 log = logging.getLogger(__name__)
 
+PACIFIC = ZoneInfo("America/Los_Angeles")  # statement months are Pacific months
+NANOS_PER_USD = 1_000_000_000
 MAX_BATCH = 1000
 MAX_TOKENS = 10_000_000  # more than any context window: a larger count is a fleet bug
 OLDEST = timedelta(days=7)
@@ -258,10 +263,40 @@ def _validated(raw_events: list, report: Report):
             report.reject(index, event_id if isinstance(event_id, str) else None, _pydantic_errors(error, raw))
 
 
+class _History:
+    """Billing history of the batch's projects and studio-link history of its keys, read once per batch:
+    whether an event is billed, and to whom, is decided by the state when it occurred (SPEC §9)."""
+
+    def __init__(self, keys: dict):
+        self.periods: dict[int, tuple[list, list]] = {}
+        rows = BillingPeriod.objects.filter(project_id__in={key.project_id for key in keys.values()})
+        for project_id, starts_at, account_id in rows.order_by("project_id", "starts_at", "pk").values_list(
+            "project_id", "starts_at", "account_id"
+        ):
+            starts, accounts = self.periods.setdefault(project_id, ([], []))
+            starts.append(starts_at)
+            accounts.append(account_id)
+        self.studio: dict[int, list] = defaultdict(list)
+        for key_id, linked_at, unlinked_at in StudioKeyLink.objects.filter(api_key_id__in=keys).values_list(
+            "api_key_id", "linked_at", "unlinked_at"
+        ):
+            self.studio[key_id].append((linked_at, unlinked_at))
+
+    def billed_to(self, project_id: int, moment) -> int | None:
+        """The billing account that paid for the project's usage at `moment` (None: not billed)."""
+        starts, accounts = self.periods.get(project_id, ((), ()))
+        at = bisect_right(starts, moment) - 1
+        return accounts[at] if at >= 0 else None
+
+    def studio_linked(self, key_id: int, moment) -> bool:
+        """Was the key linked to the studio (by anyone) at `moment`?"""
+        return any(start <= moment and (end is None or moment < end) for start, end in self.studio.get(key_id, ()))
+
+
 def _rate(valid, report: Report, *, received_at) -> list[tuple]:
     keys = ApiKey.objects.select_related("project").in_bulk({int(e.key_id) for _, e in valid})
     catalog = get_catalog()
-    linked = set(User.objects.filter(studio_api_key_id__in=keys).values_list("studio_api_key_id", flat=True))
+    history = _History(keys)
 
     rows = []
     for index, event in valid:
@@ -294,6 +329,7 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
             report.reject(index, event.event_id, errors)
             continue
         project = key.project
+        account_id = history.billed_to(project.pk, event.occurred_at)
         rated = rate(
             kind=event.kind,
             status_code=event.status_code,
@@ -305,9 +341,9 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
             cached_audio_tokens=event.cached_audio_tokens,
             price=price,
             model=model,
-            paid_project=effective_tier(project.tier, project.billing_state) != Tier.FREE,
+            paid_project=account_id is not None,
             studio=event.source == "studio",
-            studio_key_linked=key.pk in linked,
+            studio_key_linked=event.source == "studio" and history.studio_linked(key.pk, event.occurred_at),
         )
         # A plain tuple in COLUMNS order: building model instances cost more than rating (bench/README.md).
         rows.append(
@@ -337,6 +373,8 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
                 event.cached_audio_tokens,
                 rated.cost_audio,
                 rated.cost_cached_audio,
+                account_id if rated.billable else None,
+                rated.long_prompt,
             )
         )
     return rows
@@ -377,13 +415,17 @@ COLUMNS = [
     "event_id", "project_id", "api_key_id", "model_id", "price_id", "kind", "source", "status_code",
     "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours", "occurred_at", "received_at",
     "billable", "counts_against_quota", "cost", "cost_input", "cost_output", "cost_cached", "cost_storage",
-    "audio_input_tokens", "cached_audio_tokens", "cost_audio", "cost_cached_audio",
+    "audio_input_tokens", "cached_audio_tokens", "cost_audio", "cost_cached_audio", "account_id", "long_prompt",
 ]  # fmt: skip
 # Audio stays its own SKU in the rollups (its tokens are also in input_tokens and cached_tokens).
 SUMS = [
     "requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours", "cost",
     "audio_input_tokens", "cached_audio_tokens",
 ]  # fmt: skip
+
+# A statement line: account × project × model × price version × Pacific month × SKU × batch × long prompt.
+PENDING_KEY = ["account_id", "project_id", "model_id", "price_id", "month", "sku", "batch", "long_prompt"]
+PENDING_SUMS = ["quantity", "amount_nanos", "events", "first_occurred_at", "last_occurred_at"]
 
 CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS usage_staging ON COMMIT DELETE ROWS
@@ -396,7 +438,9 @@ WITH inserted AS (
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id, project_id, api_key_id, model_id, kind, status_code, occurred_at,
               input_tokens, output_tokens, cached_tokens, cache_token_hours, cost,
-              audio_input_tokens, cached_audio_tokens
+              audio_input_tokens, cached_audio_tokens,
+              account_id, price_id, long_prompt, cost_input, cost_output, cost_cached, cost_storage,
+              cost_audio, cost_cached_audio
 ), buckets AS (
     SELECT g.granularity,
            date_trunc(g.granularity, i.occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS bucket_start,
@@ -415,8 +459,34 @@ WITH inserted AS (
     ON CONFLICT (granularity, bucket_start, project_id, api_key_id, model_id) DO UPDATE SET
         {", ".join(f"{name} = usage_usagerollup.{name} + EXCLUDED.{name}" for name in SUMS)}
     RETURNING 1
+), pending AS (
+    -- What the billed events cost, by statement line (usage.charging charges it to the ledger).
+    INSERT INTO usage_pendingcharge ({", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)})
+    SELECT i.account_id, i.project_id, i.model_id, i.price_id,
+           date_trunc('month', i.occurred_at AT TIME ZONE 'America/Los_Angeles')::date,
+           s.sku, i.kind = 'batch', i.long_prompt,
+           sum(s.quantity), sum(s.amount * 1000000000)::bigint, count(*), min(i.occurred_at), max(i.occurred_at)
+    FROM inserted i CROSS JOIN LATERAL (VALUES
+        ('input', (i.input_tokens - i.cached_tokens - i.audio_input_tokens + i.cached_audio_tokens)::numeric,
+         i.cost_input),
+        ('output', i.output_tokens::numeric, i.cost_output),
+        ('cached_input', (i.cached_tokens - i.cached_audio_tokens)::numeric, i.cost_cached),
+        ('audio_input', (i.audio_input_tokens - i.cached_audio_tokens)::numeric, i.cost_audio),
+        ('cached_audio_input', i.cached_audio_tokens::numeric, i.cost_cached_audio),
+        ('cache_storage', i.cache_token_hours, i.cost_storage)
+    ) AS s(sku, quantity, amount)
+    WHERE i.account_id IS NOT NULL AND s.amount > 0
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+    ON CONFLICT ({", ".join(PENDING_KEY)}) DO UPDATE SET
+        quantity = usage_pendingcharge.quantity + EXCLUDED.quantity,
+        amount_nanos = usage_pendingcharge.amount_nanos + EXCLUDED.amount_nanos,
+        events = usage_pendingcharge.events + EXCLUDED.events,
+        first_occurred_at = LEAST(usage_pendingcharge.first_occurred_at, EXCLUDED.first_occurred_at),
+        last_occurred_at = GREATEST(usage_pendingcharge.last_occurred_at, EXCLUDED.last_occurred_at)
+    RETURNING 1
 )
-SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM rolled)
+SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM rolled), (SELECT count(*) FROM pending)
 """  # noqa: S608 - only constant column names are interpolated
 
 
@@ -428,7 +498,7 @@ def _store_postgres(rows: list[tuple]) -> list[str]:
             for row in rows:
                 copy.write_row(row)
         cursor.execute(INSERT_AND_ROLL_UP)
-        inserted, _ = cursor.fetchone()
+        inserted, _, _ = cursor.fetchone()
     return inserted
 
 
@@ -481,4 +551,44 @@ def _store_orm(rows: list[tuple]) -> list[str]:
         updated = UsageRollup.objects.filter(**where).update(**{name: F(name) + value for name, value in total.items()})
         if not updated:
             UsageRollup.objects.create(**where, **total)
+    _add_pending_orm(new)
     return [row.event_id for row in new]
+
+
+def _sku_amounts(event: UsageEvent):
+    """(sku, quantity, cost) of one event: the ORM twin of the VALUES list in INSERT_AND_ROLL_UP."""
+    uncached_audio = event.audio_input_tokens - event.cached_audio_tokens
+    return (
+        ("input", Decimal(event.input_tokens - event.cached_tokens - uncached_audio), event.cost_input),
+        ("output", Decimal(event.output_tokens), event.cost_output),
+        ("cached_input", Decimal(event.cached_tokens - event.cached_audio_tokens), event.cost_cached),
+        ("audio_input", Decimal(uncached_audio), event.cost_audio),
+        ("cached_audio_input", Decimal(event.cached_audio_tokens), event.cost_cached_audio),
+        ("cache_storage", Decimal(event.cache_token_hours), event.cost_storage),
+    )
+
+
+def _add_pending_orm(events: list[UsageEvent]) -> None:
+    lines: dict[tuple, dict] = {}
+    for event in events:
+        if event.account_id is None:
+            continue
+        month = event.occurred_at.astimezone(PACIFIC).date().replace(day=1)
+        for sku, quantity, cost in _sku_amounts(event):
+            if cost <= 0:
+                continue
+            key = (event.account_id, event.project_id, event.model_id, event.price_id, month, sku)
+            key += (event.kind == "batch", event.long_prompt)
+            line = lines.setdefault(key, {"quantity": Decimal(0), "amount_nanos": 0, "events": 0, "times": []})
+            line["quantity"] += quantity
+            line["amount_nanos"] += int(Decimal(cost) * NANOS_PER_USD)
+            line["events"] += 1
+            line["times"].append(event.occurred_at)
+    for key, line in sorted(lines.items(), key=lambda item: str(item[0])):
+        pending, _ = PendingCharge.objects.get_or_create(**dict(zip(PENDING_KEY, key, strict=True)))
+        pending.quantity += line["quantity"]
+        pending.amount_nanos += line["amount_nanos"]
+        pending.events += line["events"]
+        times = line["times"] + [t for t in (pending.first_occurred_at, pending.last_occurred_at) if t is not None]
+        pending.first_occurred_at, pending.last_occurred_at = min(times), max(times)
+        pending.save()

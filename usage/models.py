@@ -191,6 +191,16 @@ class UsageEvent(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
     billable = models.BooleanField()
     counts_against_quota = models.BooleanField()
+    # Who paid: the account the project was billed to when the event occurred (null: not billed).
+    account = models.ForeignKey(
+        "billing.BillingAccount",
+        on_delete=models.DO_NOTHING,
+        null=True,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    long_prompt = models.BooleanField(default=False)  # rated at the long-prompt prices
     cost = models.DecimalField(**COST)
     cost_input = models.DecimalField(**COST)
     cost_output = models.DecimalField(**COST)
@@ -247,3 +257,48 @@ class UsageRollup(models.Model):
 
     def __str__(self):
         return f"{self.granularity} {self.bucket_start:%Y-%m-%d %H:%M} {self.model_id}"
+
+
+class PendingCharge(models.Model):
+    """Rated usage of paid projects not yet charged to the ledger, one row per line of the statement
+    to be: billing account × project × model × price version × Pacific month × SKU (batch and long
+    prompts apart). Ingestion adds exactly the events it inserts (in the same statement, so a
+    replayed event adds nothing); `usage.charging` moves whole micro-dollars to the ledger and
+    takes them off here in one transaction, which is what makes each event charged exactly once.
+
+    Amounts are integer nano-dollars (events are rated to the nano-dollar): exact on every database.
+    What is left after a charge is less than one micro-dollar and waits for more usage of the line.
+    """
+
+    account = models.ForeignKey(
+        "billing.BillingAccount", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
+    project = models.ForeignKey(
+        "studio.Project", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    model = models.ForeignKey(
+        CatalogModel, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    price = models.ForeignKey(Price, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False)
+    month = models.DateField()  # the first day of the Pacific month the usage occurred in
+    sku = models.CharField(max_length=20)  # billing.models.Sku
+    batch = models.BooleanField()
+    long_prompt = models.BooleanField()
+    quantity = models.DecimalField(max_digits=24, decimal_places=6, default=0)  # tokens, or token-hours
+    amount_nanos = models.BigIntegerField(default=0)
+    events = models.BigIntegerField(default=0)  # events since the last charge (0: nothing to charge)
+    first_occurred_at = models.DateTimeField(null=True)
+    last_occurred_at = models.DateTimeField(null=True)
+
+    class Meta:
+        verbose_name = _("pending charge")
+        verbose_name_plural = _("pending charges")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "project", "model", "price", "month", "sku", "batch", "long_prompt"],
+                name="one_pending_charge_per_line",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.account_id} {self.project_id} {self.model_id} {self.sku} {self.amount_nanos} n$"

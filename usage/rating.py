@@ -32,6 +32,7 @@ ZERO = Decimal("0")
 class Rated:
     billable: bool
     counts_against_quota: bool
+    long_prompt: bool = False  # rated at the model's long-prompt prices
     cost_input: Decimal = ZERO
     cost_output: Decimal = ZERO
     cost_cached: Decimal = ZERO
@@ -93,6 +94,7 @@ def rate(
     return Rated(
         billable=True,
         counts_against_quota=counted,
+        long_prompt=long,
         cost_input=cost(input_tokens - cached_tokens - uncached_audio, input_price, factor),
         cost_output=cost(output_tokens, output_price, factor),
         cost_cached=cost(cached_tokens - cached_audio_tokens, cached_price),

@@ -2,6 +2,7 @@ from billing.models.accounts import (
     AccountStatus,
     BillingAccount,
     BillingAdministrator,
+    BillingPeriod,
     PaymentMethod,
     PaymentMethodKind,
     PaymentsProfile,
@@ -11,7 +12,7 @@ from billing.models.accounts import (
     ProjectBilling,
 )
 from billing.models.countries import Country
-from billing.models.ledger import Credit, CreditKind, EntryKind, EntryReason, LedgerEntry
+from billing.models.ledger import Credit, CreditKind, EntryKind, EntryReason, LedgerEntry, Sku, UsageLine
 from billing.models.prepayments import (
     PaymentStatus,
     Prepayment,
@@ -27,6 +28,7 @@ __all__ = [
     "AccountStatus",
     "BillingAccount",
     "BillingAdministrator",
+    "BillingPeriod",
     "Country",
     "Credit",
     "CreditKind",
@@ -45,8 +47,10 @@ __all__ = [
     "RefundRequest",
     "RefundStatus",
     "SetupSession",
+    "Sku",
     "TestProcessorCharge",
     "TestProcessorToken",
     "TierChange",
     "TierRule",
+    "UsageLine",
 ]

@@ -171,6 +171,45 @@ class ProjectBilling(models.Model):
         return f"{self.project} → {self.account}"
 
 
+class BillingPeriodQuerySet(models.QuerySet):
+    def in_force_at(self, moment):
+        """Per project, the rows that may be in force at or after `moment`: the last one that started
+        by then and every later one (a handful: a project's billing changes rarely)."""
+        started = self.filter(starts_at__lte=moment).order_by("-starts_at", "-pk")
+        return self.filter(
+            models.Q(starts_at__gt=moment)
+            | models.Q(pk=models.Subquery(started.filter(project=models.OuterRef("project")).values("pk")[:1]))
+        )
+
+
+class BillingPeriod(models.Model):
+    """A project's billing history (SPEC §9): from `starts_at` until the project's next row, its usage
+    is billed to `account` (null: not billed: no account, free tier, suspended or prepayment due).
+
+    Written under the project's lock by `billing.tiers.note_billing_period` whenever the paying account
+    or the effective tier changes (link, unlink, move, prepayment, upgrade, suspension), so that an
+    event is billed by the state at its `occurred_at`, however late it is reported.
+    """
+
+    project = models.ForeignKey("studio.Project", on_delete=models.CASCADE, related_name="billing_periods")
+    starts_at = models.DateTimeField(_("from"))
+    account = models.ForeignKey(
+        BillingAccount, on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("billed to")
+    )
+    tier = models.CharField(_("tier"), max_length=10)
+
+    objects = BillingPeriodQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("billing period")
+        verbose_name_plural = _("billing periods")
+        ordering = ["project_id", "starts_at", "pk"]
+        indexes = [models.Index(fields=["project", "starts_at"], name="billing_period_project_time")]
+
+    def __str__(self):
+        return f"{self.project_id} from {self.starts_at:%Y-%m-%d %H:%M}: {self.account_id or '-'} {self.tier}"
+
+
 class PrepaymentMethodRule(models.Model):
     """R12: a payment-method kind that makes a prepayment due, and how much (staff-editable)."""
 

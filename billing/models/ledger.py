@@ -61,6 +61,7 @@ class EntryKind(models.TextChoices):
 class EntryReason(models.TextChoices):
     """Why an entry was written, shown in the reader's language (rows store this code, not text)."""
 
+    USAGE = "usage", _("Usage")
     PREPAYMENT_REFUND = "prepayment_refund", _("Prepayment refund")
     REFUND_OF_USED_CREDIT = "refund_of_used_credit", _("Refunded prepayment already used for usage")
 
@@ -99,6 +100,8 @@ class LedgerEntry(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    # A usage charge and the credits applied to it: the Pacific month the usage occurred in (its statement's).
+    usage_month = models.DateField(_("usage month"), null=True, blank=True)
 
     objects = LedgerEntryQuerySet.as_manager()
 
@@ -148,3 +151,43 @@ class LedgerEntry(models.Model):
         if self.credit_id is not None:
             return self.credit.get_kind_display()
         return self.description
+
+
+class Sku(models.TextChoices):
+    """What a statement line charges for (by token class; batch and long prompts are flags of the line)."""
+
+    INPUT = "input", _("Input")
+    OUTPUT = "output", _("Output")
+    CACHED_INPUT = "cached_input", _("Cached input")
+    AUDIO_INPUT = "audio_input", _("Audio input")
+    CACHED_AUDIO_INPUT = "cached_audio_input", _("Cached audio input")
+    CACHE_STORAGE = "cache_storage", _("Cache storage")
+
+
+class UsageLine(models.Model):
+    """One line of a usage charge, kept for the statement: project × model × price version × SKU
+    (batch and long prompts apart) of one Pacific month. The lines of a charge add up to it."""
+
+    entry = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, related_name="usage_lines")
+    account = models.ForeignKey(BillingAccount, on_delete=models.PROTECT, related_name="+")
+    project = models.ForeignKey("studio.Project", on_delete=models.PROTECT, related_name="+")
+    model_id = models.CharField(_("model"), max_length=64)
+    price_id = models.PositiveIntegerField(_("price version"))  # usage.models.Price (billing does not import usage)
+    month = models.DateField(_("month"))
+    sku = models.CharField(_("SKU"), max_length=20, choices=Sku.choices)
+    batch = models.BooleanField(_("batch"), default=False)
+    long_prompt = models.BooleanField(_("long prompt"), default=False)
+    quantity = models.DecimalField(_("quantity"), max_digits=24, decimal_places=6)  # tokens, or token-hours
+    events = models.BigIntegerField(_("events"))
+    amount = models.DecimalField(_("amount (USD)"), max_digits=18, decimal_places=6)
+    first_occurred_at = models.DateTimeField(_("first usage"))
+    last_occurred_at = models.DateTimeField(_("last usage"))
+
+    class Meta:
+        verbose_name = _("usage line")
+        verbose_name_plural = _("usage lines")
+        indexes = [models.Index(fields=["account", "month"], name="usage_line_account_month")]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="usage_line_amount_positive")]
+
+    def __str__(self):
+        return f"{self.month:%Y-%m} {self.project_id} {self.model_id} {self.sku} {self.amount}"

@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from studio.models import Tier
-from tests.factories import make_key, make_project, make_user
+from tests.factories import make_billed_project, make_key, make_project, make_user
 from usage import catalog
 
 
@@ -17,9 +17,10 @@ def _fresh_catalog():
 
 @pytest.fixture
 def paid_key(db):
-    """(key, raw secret) of a Tier 1 project."""
-    user = make_user("fleet-user@example.com")
-    return make_key(make_project(user, name="Paid", tier=Tier.TIER_1), name="Paid key")
+    """(key, raw secret) of a Tier 1 project, billed to a billing account since a day ago (its history)."""
+    project = make_billed_project(make_user("fleet-user@example.com"), name="Paid")
+    assert project.tier == Tier.TIER_1
+    return make_key(project, name="Paid key")
 
 
 @pytest.fixture

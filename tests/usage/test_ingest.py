@@ -181,10 +181,11 @@ def test_free_tier_usage_is_recorded_at_no_cost(free_key, event):
 
 def test_studio_usage_is_billed_only_through_a_linked_key(paid_key, event):
     key, _ = paid_key
+    user = User.objects.get(email="fleet-user@example.com")
     ingest([event(key, event_id="unlinked", source="studio")])
-    User.objects.filter(email="fleet-user@example.com").update(studio_api_key=key)
+    user.link_studio_key(key, by=user)
 
-    ingest([event(key, event_id="linked", source="studio")])
+    ingest([event(key, event_id="linked", source="studio", occurred_at=timezone.now().isoformat())])
 
     assert dict(UsageEvent.objects.values_list("event_id", "cost")) == {"unlinked": 0, "linked": D("0.001110000")}
 

@@ -17,8 +17,7 @@ import pytest
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from studio.models import Tier
-from tests.factories import make_key, make_project, make_user
+from tests.factories import make_billed_project, make_key, make_user
 from tests.usage.test_ingest import totals
 from usage.ingest import STORE_ATTEMPTS, ingest
 from usage.models import UsageEvent, UsageRollup
@@ -64,7 +63,7 @@ def session(setting: str, value: str):
 def setup(event):
     """(key, batch of 3 new events, the rollups' blocker): one event already stored and rolled up;
     the blocker is another connection that holds that project's rollup rows locked until released."""
-    key = make_key(make_project(make_user("retries@example.com"), tier=Tier.TIER_1))[0]
+    key = make_key(make_billed_project(make_user("retries@example.com")))[0]
     now = timezone.now()
     moment = (now - timedelta(minutes=1)).isoformat()
     assert ingest([event(key, event_id="first", occurred_at=moment)], now=now).accepted == 1

@@ -1,0 +1,21 @@
+from django.core.management.base import BaseCommand
+
+from studio.locks import job_lock
+from usage.charging import charge_pending
+
+
+class Command(BaseCommand):
+    help = (
+        "Charge rated usage of paid projects to their billing accounts' ledgers, paid from credits first. "
+        "One runner at a time; safe to repeat and to kill: each event is charged exactly once."
+    )
+
+    def handle(self, *args, **options):
+        with job_lock("charge_usage") as held:
+            if not held:
+                self.stdout.write("charge_usage is already running; nothing done.")
+                return
+            run = charge_pending()
+        self.stdout.write(
+            f"Charged {run.accounts} account(s): {run.charges} charge(s), {run.lines} line(s), USD {run.amount}."
+        )
