@@ -6,6 +6,7 @@ from billing.models import (
     AccountStatus,
     BillingAccount,
     BillingAdministrator,
+    BillingPeriod,
     Country,
     Credit,
     LedgerEntry,
@@ -18,6 +19,7 @@ from billing.models import (
     SetupSession,
     TierChange,
     TierRule,
+    UsageLine,
 )
 from billing.services import BillingError
 from studio.admin import ReadOnlyAdmin
@@ -254,3 +256,22 @@ class TierChangeAdmin(ReadOnlyAdmin):
     list_filter = ["to_tier"]
     search_fields = ["project__project_id", "project__name"]
     list_select_related = ["project", "actor"]
+
+
+@admin.register(BillingPeriod)
+class BillingPeriodAdmin(ReadOnlyAdmin):
+    """The billing history that decides which events are billed (written by the billing services)."""
+
+    list_display = ["project", "starts_at", "account", "tier"]
+    search_fields = ["project__project_id", "account__account_id"]
+    date_hierarchy = "starts_at"
+    list_select_related = ["project", "account"]
+
+
+@admin.register(UsageLine)
+class UsageLineAdmin(ReadOnlyAdmin):
+    list_display = ["month", "account", "project", "model_id", "sku", "batch", "long_prompt", "quantity", "amount"]
+    list_filter = ["sku", "batch", "long_prompt", "month"]
+    search_fields = ["account__account_id", "project__project_id", "model_id"]
+    list_select_related = ["account", "project"]
+    show_full_result_count = False

@@ -35,7 +35,12 @@ ACCOUNTS = [
     ),
     (DEVELOPER, "India team billing", "IN", True, ["gen-lang-client-0100000003"]),
     (COLLEAGUE, "Colleague's billing account", "GB", False, ["gen-lang-client-0100000004"]),
+    (DEVELOPER, "Prototype billing", "US", False, ["gen-lang-client-0100000008"]),
 ]
+# The prototype's account has only this promotional credit: a minute of `simulate_traffic` uses it up
+# (credits going down on the billing page), and then the account owes for the monthly statement.
+PROTOTYPE_CREDIT = Decimal("0.10")
+LINKED_DAYS_AGO = 70  # the demo's projects have been billed since then (their billing history)
 # History of the developer's main account, (days ago, what, USD): the welcome credit paid the first
 # 300, a statement was paid 38 days ago (the first payment), so the account qualifies for Tier 2.
 WELCOME_GRANTED_DAYS_AGO = 70
@@ -71,10 +76,21 @@ def seed_billing(users):
                     welcome_for=user,
                     at=granted,
                 )
-        for project_id in project_ids:
-            ProjectBilling.objects.get_or_create(
-                project=Project.objects.get(project_id=project_id), defaults={"account": account, "linked_by": user}
+        if name == "Prototype billing" and not account.credits.exists():
+            ledger.grant_credit(
+                account,
+                kind=CreditKind.PROMOTIONAL,
+                amount=PROTOTYPE_CREDIT,
+                expires_at=timezone.now() + timedelta(days=28),
+                source="Launch promotion",
             )
+        linked_at = timezone.now() - timedelta(days=LINKED_DAYS_AGO)
+        for project_id in project_ids:
+            project = Project.objects.get(project_id=project_id)
+            ProjectBilling.objects.get_or_create(
+                project=project, defaults={"account": account, "linked_by": user, "linked_at": linked_at}
+            )
+            tiers.note_billing_period(project, at=linked_at)  # billed since the link (once: it adds nothing after)
     main = BillingAccount.objects.get(display_name="Main billing account", administrators__user=users[DEVELOPER])
     now = timezone.now()
     for days, amount in DEMO_CHARGES:

@@ -3,7 +3,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from studio.models import ApiKey, AuditEvent, Membership, OutboundEmail, Project, User
+from studio.models import ApiKey, AuditEvent, Membership, OutboundEmail, Project, StudioKeyLink, User
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -148,3 +148,12 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
                 % {"count": busy},
                 level=messages.WARNING,
             )
+
+
+@admin.register(StudioKeyLink)
+class StudioKeyLinkAdmin(ReadOnlyAdmin):
+    """Which key was linked to the studio when (it decides whether studio usage is billed)."""
+
+    list_display = ["user", "api_key", "linked_at", "unlinked_at"]
+    search_fields = ["user__email", "api_key__prefix"]
+    list_select_related = ["user", "api_key"]

@@ -84,6 +84,17 @@ PROJECTS = [
         False,
         ["Dashboards"],
     ),
+    # Billed to an account with a small promotional credit: `simulate_traffic` uses it up and the account starts to owe.
+    (
+        "gen-lang-client-0100000008",
+        "Weekend prototype",
+        Role.OWNER,
+        True,
+        Tier.TIER_1,
+        BillingState.ACTIVE,
+        False,
+        ["Prototype key"],
+    ),
     ("gen-lang-client-0100000011", "Marketing site", Role.OWNER, False, Tier.FREE, BillingState.NONE, False, []),
     ("gen-lang-client-0100000012", "Data pipeline", Role.OWNER, False, Tier.FREE, BillingState.NONE, False, []),
     ("gen-lang-client-0100000013", "Legacy chatbot", Role.EDITOR, False, Tier.FREE, BillingState.NONE, False, []),

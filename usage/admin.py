@@ -5,7 +5,16 @@ from django.utils.translation import gettext_lazy as _
 
 from studio.admin import ReadOnlyAdmin
 from studio.models import ActorKind, AuditEvent
-from usage.models import CatalogModel, FleetToken, Price, RateLimit, SpendLimit, UsageEvent, UsageRollup
+from usage.models import (
+    CatalogModel,
+    FleetToken,
+    PendingCharge,
+    Price,
+    RateLimit,
+    SpendLimit,
+    UsageEvent,
+    UsageRollup,
+)
 
 
 class PriceInline(admin.TabularInline):
@@ -114,3 +123,13 @@ class UsageRollupAdmin(ReadOnlyAdmin):
     search_fields = ["project__project_id"]
     list_select_related = ["project", "model"]
     show_full_result_count = False
+
+
+@admin.register(PendingCharge)
+class PendingChargeAdmin(ReadOnlyAdmin):
+    """Rated usage not yet charged (usage.charging): normally only the last seconds' and sub-micro-dollar rests."""
+
+    list_display = ["account", "project", "model", "month", "sku", "batch", "long_prompt", "events", "amount_nanos"]
+    list_filter = ["sku", "month"]
+    search_fields = ["account__account_id", "project__project_id"]
+    list_select_related = ["account", "project", "model"]

@@ -22,6 +22,7 @@ def test_seed_demo_is_idempotent_and_shows_every_quota_state(db, capsys):
     assert quota_states(developer) == [
         ("action_required", False),
         ("set_up_billing", False),
+        ("tier_1", False),
         ("tier_1", True),
         ("tier_2", False),
         ("tier_3", False),
