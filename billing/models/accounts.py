@@ -171,17 +171,6 @@ class ProjectBilling(models.Model):
         return f"{self.project} → {self.account}"
 
 
-class BillingPeriodQuerySet(models.QuerySet):
-    def in_force_at(self, moment):
-        """Per project, the rows that may be in force at or after `moment`: the last one that started
-        by then and every later one (a handful: a project's billing changes rarely)."""
-        started = self.filter(starts_at__lte=moment).order_by("-starts_at", "-pk")
-        return self.filter(
-            models.Q(starts_at__gt=moment)
-            | models.Q(pk=models.Subquery(started.filter(project=models.OuterRef("project")).values("pk")[:1]))
-        )
-
-
 class BillingPeriod(models.Model):
     """A project's billing history (SPEC §9): from `starts_at` until the project's next row, its usage
     is billed to `account` (null: not billed: no account, free tier, suspended or prepayment due).
@@ -197,8 +186,6 @@ class BillingPeriod(models.Model):
         BillingAccount, on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("billed to")
     )
     tier = models.CharField(_("tier"), max_length=10)
-
-    objects = BillingPeriodQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("billing period")
