@@ -34,11 +34,24 @@ def periodic_at(hour, minute) -> list[str]:
 
 
 def test_periodic_jobs_are_registered_with_their_schedules():
-    assert periodic_at(9, 1) == ["deliver_outbox"]
-    assert periodic_at(9, 5) == ["deliver_outbox", "reconcile_payments"]
-    assert periodic_at(9, 14) == ["deliver_outbox"]
-    assert periodic_at(9, 15) == ["deliver_outbox", "evaluate_tiers", "reconcile_payments"]
-    assert periodic_at(10, 15) == ["deliver_outbox", "evaluate_tiers", "reconcile_payments"]
+    assert periodic_at(9, 1) == ["charge_usage", "deliver_outbox"]
+    assert periodic_at(9, 5) == ["charge_usage", "deliver_outbox", "reconcile_payments"]
+    assert periodic_at(9, 14) == ["charge_usage", "deliver_outbox"]
+    assert periodic_at(9, 15) == ["charge_usage", "deliver_outbox", "evaluate_tiers", "reconcile_payments"]
+    assert periodic_at(10, 15) == ["charge_usage", "deliver_outbox", "evaluate_tiers", "reconcile_payments"]
+
+
+def test_the_charge_usage_job_charges_now_and_again_within_the_minute(settings, monkeypatch):
+    import usage.jobs
+
+    settings.CHARGE_INTERVAL_SECONDS = 20
+    runs, later = [], []
+    monkeypatch.setattr(usage.jobs, "call_command", lambda name, **options: runs.append(name))
+    monkeypatch.setattr(usage.jobs.charge_usage_later, "schedule", lambda delay: later.append(delay))
+
+    usage.jobs.charge_usage.call_local()
+
+    assert (runs, later) == (["charge_usage"], [20, 40])
 
 
 def test_the_deliver_outbox_jobs_run_the_command():
