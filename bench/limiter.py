@@ -2,8 +2,10 @@
 
 RedisLimiter checks three limits (RPM, TPM, RPD) of one scope per call, in one Lua script; django-ratelimit checks one
 limit ("1000/m", fixed key and group, increment=True) through Django's Redis cache. The in-process limiter is timed
-too, for reference. Limits of the RedisLimiter are high enough never to deny; django-ratelimit's starts answering
-"limited" after 1,000 calls a minute, which costs it the same work. Prints figures; it never asserts anything.
+too, for reference. Both limiters are also timed with the four limits admission checks (RPM, TPM, RPD, spend), whose
+TPM and spend estimates are reserved until the usage is reported: the check writes that reservation too. Limits of
+the RedisLimiter are high enough never to deny; django-ratelimit's starts answering "limited" after 1,000 calls a
+minute, which costs it the same work. Prints figures; it never asserts anything.
 
     .venv/bin/python bench/limiter.py [--checks 5000] [--warmup 200] [--rounds 3] [--redis-url redis://127.0.0.1:6379/0]
 
@@ -69,7 +71,7 @@ def main() -> None:
     from django.test import RequestFactory
     from django_ratelimit.core import is_ratelimited
 
-    from usage.limiter import MINUTE, PACIFIC_DAY, InProcessLimiter, Limit, RedisLimiter
+    from usage.limiter import MINUTE, PACIFIC_DAY, ROLLING_10M, InProcessLimiter, Limit, RedisLimiter
 
     server = redis.Redis.from_url(args.redis_url)
     print(f"command:    {shlex.join(sys.orig_argv)}")
@@ -85,6 +87,13 @@ def main() -> None:
         Limit("GenerateInputTokensPerMinutePerProjectPerModel-Bench", MINUTE, 10**12, 1200),
         Limit("GenerateRequestsPerDayPerProjectPerModel-Bench", PACIFIC_DAY, 10**9, 1),
     ]
+    # As admission builds them (usage.admission.limits_for): the TPM and spend costs are estimates, reserved.
+    reserving = [
+        *limits[:1],
+        Limit("GenerateInputTokensPerMinutePerProjectPerModel-Bench", MINUTE, 10**12, 1200, settles="input_tokens"),
+        *limits[2:],
+        Limit("GenerateSpendPer10MinutesPerProject-Bench", ROLLING_10M, 10**15, 360, settles="micro_usd"),
+    ]
     redis_limiter, in_process = RedisLimiter(args.redis_url), InProcessLimiter()
     request = RequestFactory().post("/api/v1/quota:check")
 
@@ -97,23 +106,26 @@ def main() -> None:
             request, group="bench", key=fixed_key, rate="1000/m", increment=True
         ),
         "InProcessLimiter.check, 3 limits": lambda: in_process.check(scope, limits),
+        "RedisLimiter.check, 4 limits, 2 reserved": lambda: redis_limiter.check(scope, reserving),
+        "InProcessLimiter.check, 4, 2 reserved": lambda: in_process.check(scope, reserving),
     }
     results: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
     print(f"\n{args.checks} timed calls per contender and round after {args.warmup} warm-up; microseconds per call:")
-    print(f"{'round':<6}{'contender':<36}{'p50':>9}{'p99':>9}{'mean':>9}{'calls/s':>10}")
+    print(f"{'round':<6}{'contender':<42}{'p50':>9}{'p99':>9}{'mean':>9}{'calls/s':>10}")
     try:
         for round_number in range(1, args.rounds + 1):
             for name, call in contenders.items():
                 figures = summary(timed(call, args.checks, args.warmup))
                 results[name].append(figures)
                 print(
-                    f"{round_number:<6}{name:<36}{figures['p50']:>9.1f}{figures['p99']:>9.1f}"
+                    f"{round_number:<6}{name:<42}{figures['p50']:>9.1f}{figures['p99']:>9.1f}"
                     f"{figures['mean']:>9.1f}{figures['per_s']:>10,.0f}"
                 )
     finally:
-        keys = list(server.scan_iter(match=f"rl:{{{scope}}}:*"))
-        if keys:
-            server.delete(*keys)
+        for pattern in (f"rl:{{{scope}}}:*", f"rsv:{{{scope}}}:*"):  # counters, and reservations never settled
+            keys = list(server.scan_iter(match=pattern, count=10_000))
+            for start in range(0, len(keys), 10_000):
+                server.delete(*keys[start : start + 10_000])
     print(f"\nRedisLimiter fell back to the in-process limiter {redis_limiter.fallbacks} time(s)")
 
     redis_name, ratelimit_name = list(contenders)[:2]

@@ -137,10 +137,11 @@ def require_prepayment(account: BillingAccount, *, by, reason: str) -> BillingAc
 
 def link_project(project: Project, account: BillingAccount, *, by) -> ProjectBilling:
     """Link (or move) a project to `account` and re-evaluate its tier."""
-    if account.status != AccountStatus.ACTIVE:
-        raise BillingError(_("This billing account is suspended or closed. Choose another one."))
     with transaction.atomic():
-        account = BillingAccount.objects.select_for_update().get(pk=account.pk)  # its prepayment state is read below
+        # Its status and prepayment state are read under its lock: the caller's copy may be stale.
+        account = BillingAccount.objects.select_for_update().get(pk=account.pk)
+        if account.status != AccountStatus.ACTIVE:
+            raise BillingError(_("This billing account is suspended or closed. Choose another one."))
         link, _created = ProjectBilling.objects.select_for_update().update_or_create(
             project=project, defaults={"account": account, "linked_by": by, "linked_at": timezone.now()}
         )

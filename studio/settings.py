@@ -262,6 +262,13 @@ CATALOG_TTL_SECONDS = env.int("CATALOG_TTL_SECONDS", default=30)
 # Output tokens that quota:check adds to a request's prompt when it estimates its cost for the
 # spend limit (the fleet does not know the output yet). 0: the estimate is the prompt alone.
 SPEND_ESTIMATE_OUTPUT_TOKENS = env.int("SPEND_ESTIMATE_OUTPUT_TOKENS", default=0)
+# How long quota:check's reservation of an admitted request's estimate (TPM, spend) waits for the request's usage
+# to be reported (SPEC §9); after that the reported usage is counted in full, in addition to the estimate.
+RESERVATION_TTL_SECONDS = env.int("RESERVATION_TTL_SECONDS", default=600)
+if RESERVATION_TTL_SECONDS < 1:
+    raise ImproperlyConfigured("RESERVATION_TTL_SECONDS must be at least 1.")
+# Seconds between charge runs (usage.jobs): reported usage reaches the balances within about this.
+CHARGE_INTERVAL_SECONDS = env.int("CHARGE_INTERVAL_SECONDS", default=20)
 # How long a process remembers a valid fleet token: a revocation applies within this time.
 FLEET_TOKEN_CACHE_SECONDS = env.int("FLEET_TOKEN_CACHE_SECONDS", default=10)
 

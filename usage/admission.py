@@ -18,7 +18,7 @@ from billing.models import AccountStatus, BillingAccount, ProjectBilling
 from studio import keyformat
 from studio.models import ApiKey, Project, Tier, effective_tier
 from usage.catalog import get_catalog
-from usage.limiter import Limit, get_limiter
+from usage.limiter import MINUTE, PACIFIC_DAY, ROLLING_10M, Counter, Limit, get_limiter
 from usage.rating import rate
 
 TIER_SUFFIX = {Tier.FREE: "FreeTier", Tier.TIER_1: "Tier1", Tier.TIER_2: "Tier2", Tier.TIER_3: "Tier3"}
@@ -38,6 +38,23 @@ def quota_ids(tier: str) -> dict[str, str]:
 # The unit of each quota's limit and remaining: the spend quota counts micro-USD (1 USD = 1,000,000).
 UNITS = {"rpm": "requests", "tpm": "tokens", "rpd": "requests", "spend": "micro_usd"}
 QUOTA_UNITS = {quota_id: UNITS[name] for tier in TIER_SUFFIX for name, quota_id in quota_ids(tier).items()}
+
+# What replaces the admission estimates when the usage is reported (usage.settlement): TPM counts the input tokens of
+# requests that count against quota, the spend limit what they cost (micro-USD). RPM and RPD count 1, exactly.
+INPUT_TOKENS = "input_tokens"
+MICRO_USD = "micro_usd"
+TPM_WINDOW = MINUTE
+SPEND_WINDOW = ROLLING_10M
+
+
+def project_scope(project_pk: int) -> str:
+    """The limiter scope of a project: all of its counters (and reservations) live under one Redis hash tag."""
+    return f"p{project_pk}"
+
+
+def per_model_counter(quota_id: str, model_id: str) -> str:
+    """The counter of a per-model quota within the project's scope (all of a project's counters share its scope)."""
+    return f"{quota_id}:{model_id}"
 
 
 @dataclass(frozen=True)
@@ -138,20 +155,36 @@ def limits_for(
     rate = catalog.rate_limits.get((tier, model_id))
     if rate is not None:
         per_model = [
-            (ids["rpm"], "minute", rate.rpm, 1),
-            (ids["tpm"], "minute", rate.tpm, estimated_input_tokens),
-            (ids["rpd"], "pacific_day", rate.rpd, 1),
+            (ids["rpm"], MINUTE, rate.rpm, 1, ""),
+            (ids["tpm"], TPM_WINDOW, rate.tpm, estimated_input_tokens, INPUT_TOKENS),
+            (ids["rpd"], PACIFIC_DAY, rate.rpd, 1, ""),
         ]
-        for quota_id, window, value, cost in per_model:
+        for quota_id, window, value, cost, settles in per_model:
             if value is not None:
-                limits.append(Limit(quota_id, window, value, cost, counter=f"{quota_id}:{model_id}"))
+                counter = per_model_counter(quota_id, model_id)
+                limits.append(Limit(quota_id, window, value, cost, counter=counter, settles=settles))
     spend = catalog.spend_limits.get(tier)
     price = catalog.price_at(model_id, timezone.now())
     model = catalog.models.get(model_id)
     if spend is not None and price is not None and price.input is not None and model is not None:
         estimate = spend_estimate(model, price, kind=kind, input_tokens=estimated_input_tokens)
-        limits.append(Limit(ids["spend"], "rolling_10m", int(spend.usd_per_10_minutes * MICRO), estimate))
+        micro_usd = int(spend.usd_per_10_minutes * MICRO)
+        limits.append(Limit(ids["spend"], SPEND_WINDOW, micro_usd, estimate, settles=MICRO_USD))
     return limits
+
+
+def settlement_counters(tier: str, model_id: str, catalog) -> dict[str, Counter]:
+    """Where reported usage of `model_id` counts for a project at `tier` (its effective tier) when no reservation
+    of it is found: {INPUT_TOKENS: its TPM counter, MICRO_USD: the spend counter}, each only if the tier has that
+    limit. The same counters as `limits_for` names, so that the next check reads what was reported."""
+    ids = quota_ids(tier)
+    counters = {}
+    rate = catalog.rate_limits.get((tier, model_id))
+    if rate is not None and rate.tpm is not None:
+        counters[INPUT_TOKENS] = Counter(per_model_counter(ids["tpm"], model_id), TPM_WINDOW)
+    if tier in catalog.spend_limits:
+        counters[MICRO_USD] = Counter(ids["spend"], SPEND_WINDOW)
+    return counters
 
 
 def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int) -> dict:
@@ -174,8 +207,7 @@ def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int
     if kind == "count_tokens":  # never limited by, nor counted against, the inference quota
         return {"allowed": True, **base, "limits": []}
     limits = limits_for(project, model_id, estimated_input_tokens=estimated_input_tokens, kind=kind, catalog=catalog)
-    # One scope per project: every counter of a project lives under one Redis hash tag.
-    decision = get_limiter().check(f"p{project.project_pk}", limits)
+    decision = get_limiter().check(project_scope(project.project_pk), limits)
     states = [
         {
             "quota_id": s.quota_id,
@@ -187,7 +219,7 @@ def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int
         for s in decision.states
     ]
     if decision.allowed:
-        return {"allowed": True, **base, "limits": states}
+        return {"allowed": True, **base, "limits": states, "reservation_id": decision.reservation_id}
     exceeded = decision.exceeded
     return {
         "allowed": False,

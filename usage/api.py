@@ -20,7 +20,7 @@ from ninja.security import HttpBearer
 from pydantic import Field
 
 from usage import admission
-from usage.ingest import EVENTS, MAX_BATCH, MAX_TOKENS, ingest
+from usage.ingest import EVENTS, MAX_BATCH, MAX_TOKENS, RESERVATION_ID_PATTERN, ingest
 from usage.middleware import MAX_BODY_BYTES, problem
 from usage.models import FleetToken
 
@@ -173,6 +173,16 @@ class CheckOut(Schema):
     project_id: str | None = None
     tier: TIERS | None = Field(None, description="The quota tier the limits are those of.")
     limits: list[LimitOut] = Field([], description="Every limit that applies, after counting this request.")
+    reservation_id: str | None = Field(
+        None,
+        pattern=RESERVATION_ID_PATTERN,
+        description="Admitted and counted requests only (not `count_tokens`): the TPM and spend limits counted an "
+        "estimate of this request, reserved under this id. Pass it back as `reservation_id` on the usage event "
+        "(usage:report) so that the estimate is replaced by the actual usage; without it the actual usage is "
+        f"counted in addition to the estimate. A reservation lapses after {settings.RESERVATION_TTL_SECONDS} "
+        "seconds (RESERVATION_TTL_SECONDS).",
+        examples=["mJ8f3kQ2bX-4tV7yZ1pA_w"],
+    )
     error: ErrorOut | None = Field(None, description="Why it is denied; null when allowed.")
 
 
@@ -222,6 +232,7 @@ ALLOWED = {
             "reset_seconds": 600,
         },
     ],
+    "reservation_id": "mJ8f3kQ2bX-4tV7yZ1pA_w",
     "error": None,
 }
 
@@ -235,6 +246,7 @@ def _denied(reason: str, message: str, admitted_key: bool = True, **more) -> dic
             "allowed": False,
             **(known if admitted_key else dict.fromkeys(known)),
             "limits": more.pop("limits", []),
+            "reservation_id": None,
             "error": {"code": code, "status": status, "reason": reason, "message": message, **more},
         },
     }
@@ -384,7 +396,8 @@ REPORT_RESPONSES = {
 )
 def quota_check(request: HttpRequest, payload: CheckIn):
     """Answers 200 with a decision. Admission counts the request against RPM, TPM (the estimate),
-    RPD and the spend limit; `count_tokens` is always admitted and never counted."""
+    RPD and the spend limit; `count_tokens` is always admitted and never counted. The TPM and spend
+    estimates are reserved under `reservation_id` until the request's usage is reported with it."""
     decision = admission.check(
         raw_key=payload.api_key,
         model_id=payload.model,
@@ -396,7 +409,7 @@ def quota_check(request: HttpRequest, payload: CheckIn):
     return HttpResponse(orjson.dumps({**EMPTY_DECISION, **decision}), content_type="application/json")
 
 
-EMPTY_DECISION = {"key_id": None, "project_id": None, "tier": None, "limits": [], "error": None}
+EMPTY_DECISION = {"key_id": None, "project_id": None, "tier": None, "limits": [], "reservation_id": None, "error": None}
 
 
 @api.post(

@@ -1,11 +1,17 @@
 """usage:report ingestion (R23): validate, rate and store a batch of events, exactly once.
 
-Per batch: two lookups (keys, studio links) and the process's catalog snapshot (models and price
-versions; a new price version is seen within CATALOG_TTL_SECONDS), pure validation and rating in
-Python, then one write. On PostgreSQL the write is COPY into a temporary table and a single
-statement that inserts the events (`ON CONFLICT (event_id) DO NOTHING`) and adds exactly the
-inserted ones to the minute/hour/day rollups; a replay, even concurrent, inserts nothing and so
-adds nothing. Elsewhere (SQLite, the embedded default) the same result comes from the ORM.
+Per batch: three lookups (keys, the projects' billing history, the keys' studio-link history) and
+the process's catalog snapshot (models and price versions; a new price version is seen within
+CATALOG_TTL_SECONDS), pure validation and rating in Python, then one write. On PostgreSQL the
+write is COPY into a temporary table and a single statement that inserts the events (`ON CONFLICT
+(event_id) DO NOTHING`) and adds exactly the inserted ones to the minute/hour/day rollups; a
+replay, even concurrent, inserts nothing and so adds nothing. The same statement adds what each
+new billed event costs to its statement line in `PendingCharge` (usage.charging moves it to the
+ledger). Elsewhere (SQLite, the embedded default) the same result comes from the ORM.
+
+Whether an event is billed, and to which billing account, is decided by the state when it
+occurred, not when it is reported (SPEC §9): the project's `BillingPeriod` in force at
+`occurred_at`, and for studio usage a `StudioKeyLink` of the event's key in force then.
 
 Two kinds of event: a request (generate, count_tokens, batch) with its tokens, and cache storage
 (`cache_storage`) with the token-hours a context cache was kept. Storage is rated and rolled up
@@ -16,6 +22,10 @@ A request may say how much of its prompt was audio (`audio_input_tokens`, part o
 and how much of that was read from a cache (`cached_audio_tokens`, part of `cached_tokens` too):
 audio is rated at the model's audio prices, and kept as its own counts on the event and in the
 rollups. A model without an audio price refuses audio counts.
+
+A request admitted by quota:check may carry the `reservation_id` it was given: once the new events
+are stored, usage.settlement replaces the estimates admission reserved by their actual input tokens
+and cost (replays settle nothing).
 
 The write is retried only when PostgreSQL says that trying again can succeed (RETRYABLE: SQLSTATE
 40001, 40P01, 55P03), a few times with a short jittered pause, each retry logged with its cause;
@@ -43,6 +53,7 @@ from studio.models import ApiKey, StudioKeyLink
 from usage.catalog import get_catalog
 from usage.models import PendingCharge, UsageEvent, UsageRollup
 from usage.rating import rate
+from usage.settlement import settle_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +72,7 @@ RETRY_PAUSE_SECONDS = 0.02  # doubled per attempt, jittered: 10-20 ms, 20-40 ms,
 TokenCount = Annotated[int, Field(strict=True, ge=0, le=MAX_TOKENS)]
 NoTokens = Annotated[int, Field(strict=True, ge=0, le=0, description="0 tokens: storage is not a request.")]
 KINDS = ("generate", "count_tokens", "batch", "cache_storage")
+RESERVATION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class _Event(BaseModel):
@@ -115,6 +127,13 @@ class RequestEventIn(_Event):
     cache_token_hours: Annotated[Decimal, Field(ge=0, le=0, max_digits=20, decimal_places=6)] = Field(
         Decimal(0), description="0 (token-hours): report cache storage as an event of kind `cache_storage`."
     )
+    reservation_id: Annotated[str, StringConstraints(pattern=RESERVATION_ID_PATTERN)] | None = Field(
+        None,
+        description="The `reservation_id` quota:check answered when it admitted this request: the estimate it "
+        "counted against the TPM and spend limits is then replaced by this event's actual input tokens and cost. "
+        "Without it (or once the reservation has lapsed) the actual usage is counted in addition to the estimate.",
+        examples=["mJ8f3kQ2bX-4tV7yZ1pA_w"],
+    )
 
 
 class StorageEventIn(_Event):
@@ -131,6 +150,7 @@ class StorageEventIn(_Event):
     audio_input_tokens: NoTokens = 0
     cached_audio_tokens: NoTokens = 0
     status_code: ClassVar[int] = 200  # stored as such: storage is never a failed request
+    reservation_id: ClassVar[None] = None  # storage is never admitted, so never reserved
 
 
 AnyEvent = Annotated[RequestEventIn | StorageEventIn, Field(discriminator="kind")]
@@ -147,6 +167,7 @@ COMBINATION_ERRORS = {
     ("cache_storage", "audio_input_tokens"): "A cache_storage event has no tokens: leave this out or send 0.",
     ("cache_storage", "cached_audio_tokens"): "A cache_storage event has no tokens: leave this out or send 0.",
     ("cache_storage", "status_code"): "A cache_storage event is not a request: it has no status_code.",
+    ("cache_storage", "reservation_id"): "A cache_storage event is never admitted: it has no reservation_id.",
 }
 KIND_ERROR = "Input should be " + ", ".join(f"'{kind}'" for kind in KINDS[:-1]) + f" or '{KINDS[-1]}'"
 
@@ -197,6 +218,7 @@ def ingest(raw_events: list, *, now: datetime | None = None) -> Report:
     report = Report()
     valid: list[tuple[int, RequestEventIn | StorageEventIn]] = []
     seen: set[str] = set()
+    reservations: dict[str, str] = {}  # event id -> the reservation its usage settles
     for index, event in _validated(raw_events, report):
         errors = {}
         if event.cached_tokens > event.input_tokens:
@@ -211,12 +233,15 @@ def ingest(raw_events: list, *, now: datetime | None = None) -> Report:
         else:
             seen.add(event.event_id)
             valid.append((index, event))
+            if event.reservation_id is not None:
+                reservations[event.event_id] = event.reservation_id
 
     rows = _rate(valid, report, received_at=now)
     if rows:
         inserted = _store(rows)
         report.accepted = len(inserted)
         report.duplicates += len(rows) - len(inserted)
+        settle_after_commit(rows, COLUMNS, inserted, reservations)  # new events only: a replay changes nothing
     return report
 
 
@@ -419,8 +444,8 @@ COLUMNS = [
 ]  # fmt: skip
 # Audio stays its own SKU in the rollups (its tokens are also in input_tokens and cached_tokens).
 SUMS = [
-    "requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours", "cost",
-    "audio_input_tokens", "cached_audio_tokens",
+    "requests", "errors", "server_errors", "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours",
+    "cost", "audio_input_tokens", "cached_audio_tokens",
 ]  # fmt: skip
 
 # A statement line: account × project × model × price version × Pacific month × SKU × batch × long prompt.
@@ -447,6 +472,7 @@ WITH inserted AS (
            i.project_id, i.api_key_id, i.model_id,
            count(*) FILTER (WHERE i.kind <> 'cache_storage') AS requests,
            count(*) FILTER (WHERE i.status_code >= 400) AS errors,
+           count(*) FILTER (WHERE i.status_code >= 500) AS server_errors,
            sum(i.input_tokens) AS input_tokens, sum(i.output_tokens) AS output_tokens,
            sum(i.cached_tokens) AS cached_tokens, sum(i.cache_token_hours) AS cache_token_hours, sum(i.cost) AS cost,
            sum(i.audio_input_tokens) AS audio_input_tokens, sum(i.cached_audio_tokens) AS cached_audio_tokens
@@ -531,6 +557,7 @@ def _store_orm(rows: list[tuple]) -> list[str]:
             ]
             total["requests"] += row.kind != "cache_storage"
             total["errors"] += row.status_code >= 400
+            total["server_errors"] += row.status_code >= 500
             total["input_tokens"] += row.input_tokens
             total["output_tokens"] += row.output_tokens
             total["cached_tokens"] += row.cached_tokens

@@ -27,10 +27,23 @@ checks answered locally since the previous one. The next check tries Redis again
 while Redis is down every check pays for one attempt: next to nothing when the connection is refused, up to
 ``REDIS_TIMEOUT`` (twice that for a new connection, connect then handshake) when the host does not answer. Counts made
 in the process during an outage stay there and are not copied to Redis.
+
+Reservations and settlement. Some costs are estimates (the prompt's tokens, its price): a limit marked ``settles``
+names the measure of reported usage that replaces its cost later. A counted check with such limits records, in the
+same atomic step, a reservation (``Decision.reservation_id``): for each of those limits the counter, the bucket it
+counted in (the minute) and the amount. When the usage is reported, ``settle`` replaces each reserved amount by the
+actual one: the difference goes into the bucket of the reservation while that bucket is still in its window (the same
+clock minute for ``minute``, the last 10 minutes for ``rolling_10m``); once it has left the window, more than estimated
+still counts, in the current bucket, and less is dropped. No counter goes below zero. A reservation is settled once
+(it is deleted) and lapses after ``settings.RESERVATION_TTL_SECONDS``; usage without a reservation (none given,
+unknown, lapsed) adds its whole amount to the current bucket of the counters the caller names. Settlement through Redis
+is one script call per scope (several scopes: one pipeline); if Redis fails, it is skipped with a warning (at most one
+per FALLBACK_WARNING_INTERVAL), never raised: the windows then keep the estimates.
 """
 
 import logging
 import math
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -38,10 +51,11 @@ from datetime import date, datetime, timedelta
 from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
+import orjson
 import redis
 from django.conf import settings
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
@@ -75,6 +89,9 @@ class Limit:
     # What the counter is named by within the scope when not by the quota id alone: a per-model limit of a
     # project-wide scope passes "<quota_id>:<model>", so that all counters of one project share one hash tag.
     counter: str = ""
+    # The measure of reported usage (e.g. "input_tokens") that replaces `cost` when the request's usage is reported:
+    # the cost is then an estimate, reserved by the check and settled later. Empty: the cost is exact (1 request).
+    settles: str = ""
 
     @property
     def counter_name(self) -> str:
@@ -86,6 +103,29 @@ class Limit:
             raise ValueError(f"unknown window {self.window!r} (one of {sorted(WINDOWS)})")
         if self.limit < 0 or self.cost < 0:
             raise ValueError(f"limit and cost must not be negative: {self!r}")
+        if self.settles and self.window not in SETTLED_WINDOWS:
+            raise ValueError(f"only {sorted(SETTLED_WINDOWS)} windows settle: {self!r}")
+
+
+# Windows whose counts can be settled: their buckets are minutes.
+SETTLED_WINDOWS = frozenset({MINUTE, ROLLING_10M})
+
+
+class Counter(NamedTuple):
+    """A counter of a scope, as a Limit names it (`counter_name`, `window`)."""
+
+    name: str
+    window: str
+
+
+class Usage(NamedTuple):
+    """What one admitted request actually used, for `Limiter.settle`."""
+
+    reservation_id: str | None  # as the check answered it; None: no reservation to replace
+    amounts: dict[str, int]  # measure -> actual amount, e.g. {"input_tokens": 10, "micro_usd": 3}
+    # measure -> where the amount counts when no reservation is found (none given, unknown or lapsed); a measure
+    # without a counter then counts nowhere.
+    counters: dict[str, Counter]
 
 
 @dataclass(frozen=True)
@@ -101,12 +141,28 @@ class Decision:
     allowed: bool
     states: list[LimitState]  # one per Limit, same order
     exceeded: LimitState | None  # the first limit that would be exceeded; its reset_seconds is the retry delay
+    # Set when an admitted check reserved the estimates of its settling limits: pass it back with the usage.
+    reservation_id: str | None = None
 
 
 class Limiter(Protocol):
     def check(self, scope: str, limits: list[Limit]) -> Decision: ...
 
     def peek(self, scope: str, limits: list[Limit]) -> list[LimitState]: ...
+
+    def settle(self, scope: str, usages: list[Usage]) -> None: ...
+
+    def settle_many(self, usages_by_scope: dict[str, list[Usage]]) -> None: ...
+
+
+def new_reservation_id() -> str:
+    """An opaque, URL-safe id (22 characters of [A-Za-z0-9_-]) that nobody can guess for another's request."""
+    return secrets.token_urlsafe(16)
+
+
+def _in_window(window: str, bucket: int, minute: int) -> bool:
+    """Whether a reservation's bucket still counts in its window at `minute` (then a settlement corrects it there)."""
+    return bucket == minute if window == MINUTE else bucket > minute - ROLLING_BUCKETS
 
 
 class DayWindow(NamedTuple):
@@ -175,13 +231,15 @@ class InProcessLimiter:
 
     Fixed windows (minute, Pacific day) keep (window id, count, end) per counter and restart at zero when the window
     id changes; rolling windows keep {minute: count}. Ended windows are dropped lazily: old buckets when a counter is
-    read, whole counters in a sweep at most once per SWEEP_INTERVAL.
+    read, whole counters and lapsed reservations in a sweep at most once per SWEEP_INTERVAL.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._fixed: dict[tuple[str, str, str], tuple[int, int, float]] = {}
         self._rolling: dict[tuple[str, str], dict[int, int]] = {}
+        # (scope, reservation id) -> (lapses at, ((measure, counter name, window, bucket, amount), ...))
+        self._reservations: dict[tuple[str, str], tuple[float, tuple[tuple[str, str, str, int, int], ...]]] = {}
         self._days = _PacificDays()
         self._last_sweep = time.time()
 
@@ -190,6 +248,41 @@ class InProcessLimiter:
 
     def peek(self, scope: str, limits: list[Limit]) -> list[LimitState]:
         return self._run(scope, limits, counting=False).states
+
+    def settle(self, scope: str, usages: list[Usage]) -> None:
+        self.settle_many({scope: usages})
+
+    def settle_many(self, usages_by_scope: dict[str, list[Usage]]) -> None:
+        now = time.time()
+        minute = int(now // 60)
+        with self._lock:
+            for scope, usages in usages_by_scope.items():
+                # Summed per bucket first, so that "never below zero" applies to the net change, whatever the order.
+                changes: dict[tuple[str, str, int], int] = {}
+                for reservation_id, amounts, counters in usages:
+                    reserved = self._reservations.pop((scope, reservation_id), None) if reservation_id else None
+                    if reserved is not None and reserved[0] > now:
+                        for measure, name, window, bucket, amount in reserved[1]:
+                            delta = amounts.get(measure, 0) - amount
+                            if not _in_window(window, bucket, minute):
+                                if delta <= 0:
+                                    continue  # less than estimated, in a bucket that no longer counts
+                                bucket = minute
+                            changes[(name, window, bucket)] = changes.get((name, window, bucket), 0) + delta
+                        continue
+                    for measure, amount in amounts.items():
+                        counter = counters.get(measure)
+                        if amount and counter is not None:
+                            change = (counter.name, counter.window, minute)
+                            changes[change] = changes.get(change, 0) + amount
+                for (name, window, bucket), delta in changes.items():
+                    if window == ROLLING_10M:
+                        buckets = self._rolling.setdefault((scope, name), {})
+                        buckets[bucket] = max(0, buckets.get(bucket, 0) + delta)
+                    else:  # MINUTE, and only the current minute: an earlier one no longer counts
+                        stored = self._fixed.get((scope, name, MINUTE))
+                        count = stored[1] if stored and stored[0] == minute else 0
+                        self._fixed[(scope, name, MINUTE)] = (minute, max(0, count + delta), (minute + 1) * 60)
 
     def _run(self, scope: str, limits: list[Limit], *, counting: bool) -> Decision:
         _require_distinct(limits)
@@ -216,6 +309,15 @@ class InProcessLimiter:
                     resets.append(_ceil_seconds(end - now))
             decision = _decide(limits, used, resets, counting)
             if counting and decision.allowed:
+                reserved = tuple(
+                    (limit.settles, limit.counter_name, limit.window, minute, limit.cost)
+                    for limit in limits
+                    if limit.settles
+                )
+                if reserved:
+                    reservation_id = new_reservation_id()
+                    self._reservations[(scope, reservation_id)] = (now + settings.RESERVATION_TTL_SECONDS, reserved)
+                    decision = Decision(True, decision.states, None, reservation_id)
                 for limit, count in zip(limits, used, strict=True):
                     if limit.window == ROLLING_10M:
                         buckets = self._rolling.setdefault((scope, limit.counter_name), {})
@@ -241,18 +343,23 @@ class InProcessLimiter:
         oldest_kept = int(now // 60) - ROLLING_BUCKETS + 1
         for key in [key for key, buckets in self._rolling.items() if max(buckets, default=0) < oldest_kept]:
             del self._rolling[key]
+        for key in [key for key, (lapses_at, _) in self._reservations.items() if lapses_at <= now]:
+            del self._reservations[key]
 
 
 # KEYS[i]: "rl:{<scope>}:<counter>:<window>", limit i's counter without its window instance.
 # ARGV[1]: "check" or "peek"; ARGV[2..10]: start, end, day id of the previous, current and next Pacific day
-# (zoneinfo's, from the caller's clock); then per limit i: ARGV[8+3i] window, ARGV[9+3i] limit, ARGV[10+3i] cost.
+# (zoneinfo's, from the caller's clock); then per limit i: ARGV[8+3i] window, ARGV[9+3i] limit, ARGV[10+3i] cost;
+# then ARGV[11+3n] the keys' TTL margin, ARGV[12+3n] the reservation's key ('' for none), ARGV[13+3n] its TTL in
+# seconds and ARGV[14+3n] its entries as JSON, [[measure, counter key, window, amount], ...] (built by the caller).
 # Returns {allowed 0|1, index of the first exceeded limit or 0, then remaining and reset_seconds per limit}.
 #
 # The clock is Redis's own TIME, so every worker counts into the same windows whatever its own clock says. Minute and
 # day counters are plain integers whose key name ends with the window instance (minute number, YYYYMMDD), so the
 # script builds key names from the clock: Redis Cluster tolerates undeclared keys only in the slot of the declared
 # ones, which the shared hash tag {<scope>} guarantees. A rolling counter is one hash of minute -> units.
-# All reads come before any write, and nothing is written unless every limit has room: all or nothing.
+# All reads come before any write, and nothing is written unless every limit has room: all or nothing. An admitted
+# check writes its reservation too (same hash tag): JSON [bucket (the minute), entries].
 _CHECK_SCRIPT = """
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
@@ -329,7 +436,98 @@ for i = 1, n do
   out[#out + 1] = remaining
   out[#out + 1] = resets[i]
 end
+local reservation_key = ARGV[12 + 3 * n]
+if counting and reservation_key ~= '' then
+  redis.call('SET', reservation_key, '[' .. minute .. ',' .. ARGV[14 + 3 * n] .. ']', 'EX', ARGV[13 + 3 * n])
+end
 return out
+"""
+
+# KEYS[1]: "rsv:{<scope>}:" (reservation keys are this plus the id), KEYS[2]: "rl:{<scope>}:" (counter keys are this
+# plus "<counter>:<window>"); neither is a key itself: they name the scope's slot, as in the check script.
+# ARGV[1]: the keys' TTL margin; ARGV[2]: the usages as one JSON object (one argument: packing thousands of arguments
+# cost the caller more than the script's work):
+#   "counters": [[name, window], ...]: the counters usages name, numbered from 1 in this order;
+#   "plain": [[counter number, amount], ...]: usage without a reservation id (summed per counter by the caller);
+#   "reserved": [[reservation id, measure, actual amount, counter number or 0, measure, ...], ...]: the counter of a
+#   measure is where its amount goes if the reservation is not found.
+# Returns the number of counter buckets changed.
+#
+# Changes are summed per bucket before any is written, so that "never below zero" holds for the net change of a bucket
+# whatever the order of the usages. Redis's TIME is the clock, as in the check that made the reservations.
+_SETTLE_SCRIPT = """
+local minute = math.floor(tonumber(redis.call('TIME')[1]) / 60)
+local reservation_prefix, counter_prefix = KEYS[1], KEYS[2]
+local margin = tonumber(ARGV[1])
+local usages = cjson.decode(ARGV[2])
+
+local keys, windows = {}, {}
+for c, counter in ipairs(usages.counters) do
+  keys[c], windows[c] = counter_prefix .. counter[1] .. ':' .. counter[2], counter[2]
+end
+
+local changes, order = {}, {}
+local function change(key, window, bucket, delta)
+  local id = key .. '#' .. bucket
+  local entry = changes[id]
+  if entry == nil then
+    entry = {key, window, bucket, 0}
+    changes[id], order[#order + 1] = entry, entry
+  end
+  entry[4] = entry[4] + delta
+end
+
+for _, plain in ipairs(usages.plain) do
+  change(keys[plain[1]], windows[plain[1]], minute, plain[2])
+end
+
+for _, usage in ipairs(usages.reserved) do
+  local actual, fallback = {}, {}
+  for j = 2, #usage, 3 do
+    actual[usage[j]], fallback[usage[j]] = usage[j + 1], usage[j + 2]
+  end
+  local stored = redis.call('GETDEL', reservation_prefix .. usage[1])
+  if stored then
+    local reservation = cjson.decode(stored)
+    local bucket = reservation[1]
+    for _, e in ipairs(reservation[2]) do
+      local measure, key, window, amount = e[1], e[2], e[3], e[4]
+      local delta = (actual[measure] or 0) - amount
+      if (window == 'minute' and bucket == minute) or (window == 'rolling_10m' and bucket > minute - 10) then
+        change(key, window, bucket, delta)
+      elseif delta > 0 then
+        change(key, window, minute, delta)  -- the reserved bucket left its window: what was used still counts
+      end
+    end
+  else
+    for measure, amount in pairs(actual) do
+      local c = fallback[measure]
+      if c > 0 and amount > 0 then change(keys[c], windows[c], minute, amount) end
+    end
+  end
+end
+
+for _, entry in ipairs(order) do
+  local key, window, bucket, delta = entry[1], entry[2], entry[3], entry[4]
+  if window == 'rolling_10m' then
+    local held = tonumber(redis.call('HGET', key, bucket) or 0)
+    if held + delta < 0 then delta = -held end
+    if delta ~= 0 then
+      redis.call('HINCRBY', key, bucket, delta)
+      -- An earlier bucket's key already lives until that bucket leaves the window.
+      if bucket == minute then redis.call('EXPIREAT', key, (minute + 10) * 60 + margin) end
+    end
+  else
+    local counter = key .. ':' .. bucket
+    local held = tonumber(redis.call('GET', counter) or 0)
+    if held + delta < 0 then delta = -held end
+    if delta ~= 0 then
+      redis.call('INCRBY', counter, delta)
+      if held == 0 then redis.call('EXPIREAT', counter, (bucket + 1) * 60 + margin) end
+    end
+  end
+end
+return #order
 """
 
 
@@ -343,11 +541,19 @@ class RedisLimiter:
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
         )
         self._script = self._redis.register_script(_CHECK_SCRIPT)  # EVALSHA, EVAL (SCRIPT LOAD) on NOSCRIPT
+        self._settle_script = self._redis.register_script(_SETTLE_SCRIPT)
         self._days = _PacificDays()
         self._fallback = InProcessLimiter()
-        self._warned_at: float | None = None
-        self._unwarned = 0
+        self._fallback_warning = _RareWarning(
+            "Redis unavailable for quota checks (%r): %d check(s) counted in this process only since the last "
+            "warning; limits hold per process until Redis answers again"
+        )
+        self._settle_warning = _RareWarning(
+            "Redis unavailable for settling reported usage (%r): %d settlement(s) skipped since the last warning; "
+            "the TPM and spend windows keep the estimates reserved at admission"
+        )
         self.fallbacks = 0  # checks answered by the in-process fallback since start, for tests and metrics
+        self.settle_failures = 0  # settlement calls skipped because Redis failed, since start
 
     def check(self, scope: str, limits: list[Limit]) -> Decision:
         return self._run(scope, limits, counting=True)
@@ -366,32 +572,109 @@ class RedisLimiter:
         for limit in limits:
             args += (limit.window, limit.limit, limit.cost)
         args.append(KEY_TTL_MARGIN)
+        # Built here rather than in the script: this is the hot path, and Redis's time is shared by the fleet.
+        reserved = [
+            [limit.settles, key, limit.window, limit.cost]
+            for key, limit in zip(keys, limits, strict=True)
+            if limit.settles
+        ]
+        reservation_id = new_reservation_id() if counting and reserved else None
+        if reservation_id:
+            ttl = settings.RESERVATION_TTL_SECONDS
+            args += (_reservations_prefix(scope) + reservation_id, ttl, orjson.dumps(reserved))
+        else:
+            args += ("", 0, "")
         try:
             reply = self._script(keys=keys, args=args)
         except RedisError as error:
-            self._note_fallback(error)
+            self.fallbacks += 1
+            self._fallback_warning.note(error)
             return self._fallback._run(scope, limits, counting=counting)
         states = [
             LimitState(limit.quota_id, limit.limit, int(reply[2 + 2 * i]), int(reply[3 + 2 * i]))
             for i, limit in enumerate(limits)
         ]
         exceeded_at = int(reply[1])
-        return Decision(bool(reply[0]), states, states[exceeded_at - 1] if exceeded_at else None)
+        if exceeded_at:
+            return Decision(False, states, states[exceeded_at - 1])
+        return Decision(True, states, None, reservation_id)
 
-    def _note_fallback(self, error: RedisError) -> None:
-        # Unlocked: two threads racing here can at worst miscount the checks reported in the next warning.
-        self.fallbacks += 1
-        self._unwarned += 1
+    def settle(self, scope: str, usages: list[Usage]) -> None:
+        self.settle_many({scope: usages})
+
+    def settle_many(self, usages_by_scope: dict[str, list[Usage]]) -> None:
+        """One settle script call per scope (a Redis Cluster runs each on its scope's node), all in one pipeline."""
+        calls = [_settle_call(scope, usages) for scope, usages in usages_by_scope.items() if usages]
+        if not calls:
+            return
+        try:
+            self._evalsha_all(calls)
+        except RedisError as error:
+            self.settle_failures += len(calls)
+            self._settle_warning.note(error, len(calls))
+
+    def _evalsha_all(self, calls: list[tuple[list[str], list[int | bytes]]]) -> None:
+        # A pipeline of EVALSHA rather than of the Script object, which would ask SCRIPT EXISTS on every execute:
+        # the script is loaded only when Redis says it does not know it (a restart, SCRIPT FLUSH).
+        sha = self._settle_script.sha
+        for attempt in (1, 2):
+            pipeline = self._redis.pipeline(transaction=False)
+            for keys, args in calls:
+                pipeline.evalsha(sha, len(keys), *keys, *args)
+            try:
+                pipeline.execute()
+                return
+            except NoScriptError:  # every call failed alike: none was run
+                if attempt == 2:
+                    raise
+                self._redis.script_load(_SETTLE_SCRIPT)
+
+
+def _settle_call(scope: str, usages: list[Usage]) -> tuple[list[str], list[int | bytes]]:
+    """(keys, args) of the settle script for the usages of one scope (the layout is described above the script)."""
+    numbers: dict[Counter, int] = {}
+    plain: dict[int, int] = {}
+    reserved: list[list[str | int]] = []
+    for reservation_id, amounts, counters in usages:
+        if reservation_id is None:  # summed here: one change per counter, whatever the number of usages
+            for measure, amount in amounts.items():
+                counter = counters.get(measure)
+                if amount and counter is not None:
+                    number = numbers.setdefault(counter, len(numbers) + 1)
+                    plain[number] = plain.get(number, 0) + amount
+            continue
+        usage: list[str | int] = [reservation_id]
+        for measure, amount in amounts.items():
+            counter = counters.get(measure)
+            usage += (measure, amount, 0 if counter is None else numbers.setdefault(counter, len(numbers) + 1))
+        reserved.append(usage)
+    document = {"counters": [tuple(counter) for counter in numbers], "plain": list(plain.items()), "reserved": reserved}
+    return [_reservations_prefix(scope), f"rl:{{{scope}}}:"], [KEY_TTL_MARGIN, orjson.dumps(document)]
+
+
+def _reservations_prefix(scope: str) -> str:
+    """The start of a scope's reservation keys: under the scope's hash tag, like its counters."""
+    return f"rsv:{{{scope}}}:"
+
+
+class _RareWarning:
+    """A warning logged at most once per FALLBACK_WARNING_INTERVAL, with the number of occurrences since the last.
+
+    Unlocked: two threads racing here can at worst miscount the occurrences reported in the next warning.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message  # formatted with (error, occurrences)
+        self._warned_at: float | None = None
+        self._unwarned = 0
+
+    def note(self, error: Exception, occurrences: int = 1) -> None:
+        self._unwarned += occurrences
         now = time.monotonic()
         if self._warned_at is None or now - self._warned_at >= FALLBACK_WARNING_INTERVAL:
             self._warned_at = now
             count, self._unwarned = self._unwarned, 0
-            logger.warning(
-                "Redis unavailable for quota checks (%r): %d check(s) counted in this process only since the last "
-                "warning; limits hold per process until Redis answers again",
-                error,
-                count,
-            )
+            logger.warning(self.message, error, count)
 
 
 _limiters: dict[str, Limiter] = {}

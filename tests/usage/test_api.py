@@ -140,6 +140,7 @@ def test_invalid_or_revoked_key(client, fleet, paid_key):
         "project_id": None,
         "tier": None,
         "limits": [],
+        "reservation_id": None,
     }
 
 

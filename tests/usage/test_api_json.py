@@ -336,6 +336,8 @@ def test_every_event_field_is_described_with_its_unit(document):
             if field in properties:
                 assert unit in properties[field]["description"], (name, field)
     conforms(document, body["schema"], body["example"])
+    # Storage is not a request: no status, and never admitted, so no reservation.
     assert set(schemas["StorageEventIn"]["properties"]) == set(schemas["RequestEventIn"]["properties"]) - {
-        "status_code"
+        "status_code",
+        "reservation_id",
     }

@@ -372,3 +372,16 @@ def test_pages_show_the_new_balances_after_the_next_run(owner, event, client):
     assert "<dt>Credit remaining</dt><dd>USD 5.00</dd>" in billing
     assert "<dt>Total spend</dt><dd>USD 25.00</dd>" in billing
     assert "<td>USD 25.00</td>" in progress
+
+
+def test_linking_to_an_account_suspended_meanwhile_is_refused(owner):
+    """Found by the property test: the status was read from the caller's copy, before the lock."""
+    project = make_project(owner)
+    account = make_account(owner)
+    services.set_account_status(account, AccountStatus.SUSPENDED, by=owner, reason="test")  # `account` is now stale
+
+    with pytest.raises(services.BillingError):
+        services.link_project(project, account, by=owner)
+
+    project.refresh_from_db()
+    assert (project.tier, hasattr(project, "billing")) == (Tier.FREE, False)
