@@ -235,7 +235,8 @@ class UsageRollup(models.Model):
     api_key = models.ForeignKey("studio.ApiKey", on_delete=models.PROTECT, related_name="+")
     model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="+")
     requests = models.BigIntegerField(default=0)
-    errors = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)  # answered 4xx or 5xx
+    server_errors = models.BigIntegerField(default=0)  # answered 5xx (so 4xx = errors - server_errors)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cached_tokens = models.BigIntegerField(default=0)
