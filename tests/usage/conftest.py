@@ -1,3 +1,4 @@
+import os
 from datetime import timedelta
 
 import pytest
@@ -56,7 +57,7 @@ def event():
 @pytest.fixture(autouse=True)
 def _fresh_limiter(settings):
     """Each test starts with empty counters: a fresh in-process limiter, or a flushed Redis test
-    database (db 15, never the one the URL names) when REDIS_URL is set."""
+    database (db TEST_REDIS_DB, default 15, never the one the URL names) when REDIS_URL is set."""
     import redis
 
     from usage import api, limiter
@@ -64,7 +65,8 @@ def _fresh_limiter(settings):
     limiter._limiters.clear()
     api._valid_tokens.clear()
     if settings.REDIS_URL:
-        settings.REDIS_URL = settings.REDIS_URL.rsplit("/", 1)[0] + "/15"
+        # TEST_REDIS_DB lets two test runs on one machine keep apart (default 15).
+        settings.REDIS_URL = settings.REDIS_URL.rsplit("/", 1)[0] + "/" + os.environ.get("TEST_REDIS_DB", "15")
         redis.Redis.from_url(settings.REDIS_URL).flushdb()
     yield
     limiter._limiters.clear()
