@@ -1,3 +1,5 @@
+from decimal import Decimal as D
+
 import pytest
 from django.core.management import call_command
 
@@ -28,6 +30,17 @@ def test_simulate_traffic_sends_checks_and_reports_to_a_running_server(live_serv
     assert admitted > 10
     assert UsageEvent.objects.count() == admitted
     assert f"usage events accepted {admitted}" in out
+
+    # The demo's story: the job charges the traffic, and the prototype's promotional credit pays first.
+    from billing import ledger
+    from billing.models import BillingAccount
+
+    call_command("charge_usage", verbosity=0)
+    prototype = BillingAccount.objects.get(display_name="Prototype billing")
+    balances = ledger.balances(prototype)
+    assert balances.total_spend > 0
+    assert balances.credit_remaining == max(D("0.10") - balances.total_spend, D(0))
+    assert balances.amount_due == max(balances.total_spend - D("0.10"), D(0))
 
 
 def test_settings_links_a_paid_key_to_the_studio_and_unlinks_it(client_for, owner):

@@ -53,7 +53,8 @@ class Command(BaseCommand):
             if decision.get("allowed"):
                 admitted += 1
                 status = rng.choices([200, 429, 500], weights=[95, 3, 2])[0]
-                pending.append(self._event(key, model, kind, status, tokens, rng))
+                # The reservation id lets the reported usage replace the estimate admission counted.
+                pending.append(self._event(key, model, kind, status, tokens, rng, decision.get("reservation_id")))
             else:
                 denied += 1
                 reason = decision.get("error", {}).get("quota_id") or decision.get("error", {}).get("reason", "?")
@@ -80,9 +81,11 @@ class Command(BaseCommand):
         paid = [k for k in keys if k[0].project.tier != Tier.FREE]
         return keys + paid * 3  # most traffic goes to paid projects, as in real life
 
-    def _event(self, key, model, kind, status, tokens, rng):
+    def _event(self, key, model, kind, status, tokens, rng, reservation_id=None):
         output = 0 if kind == "count_tokens" else int(rng.lognormvariate(5, 1))
+        reserved = {"reservation_id": reservation_id} if reservation_id else {}
         return {
+            **reserved,
             "event_id": str(uuid.uuid4()),
             "key_id": str(key.pk),
             "model": model,
