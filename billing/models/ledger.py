@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from billing.models.accounts import BillingAccount
 
@@ -61,7 +62,7 @@ class EntryKind(models.TextChoices):
 class EntryReason(models.TextChoices):
     """Why an entry was written, shown in the reader's language (rows store this code, not text)."""
 
-    USAGE = "usage", _("Usage")
+    USAGE = "usage", pgettext_lazy("ledger entry", "Usage")
     PREPAYMENT_REFUND = "prepayment_refund", _("Prepayment refund")
     REFUND_OF_USED_CREDIT = "refund_of_used_credit", _("Refunded prepayment already used for usage")
 
