@@ -4,6 +4,7 @@ from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
 from studio.models import WRITE_ROLES, ApiKey, Project, Tier, User, normalize_email
+from studio.zones import zone_names
 
 NEW_PROJECT = "new"
 
@@ -68,12 +69,17 @@ class ImportProjectsForm(forms.Form):
 
 
 class SettingsForm(forms.ModelForm):
+    time_zone = forms.ChoiceField(label=_("Time zone"), required=False)
+
     class Meta:
         model = User
-        fields = ["full_name", "language", "studio_api_key"]
+        fields = ["full_name", "language", "time_zone", "studio_api_key"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # Blank: the usage dashboard follows the zone the browser reports (a cookie console.js sets).
+        browser = [("", _("Use my browser's time zone"))]
+        self.fields["time_zone"].choices = browser + [(name, name) for name in zone_names()]
         # Only a paid key can be linked: studio usage through it is billed to its project.
         paid = (
             ApiKey.objects.visible_to(self.instance)
@@ -88,10 +94,11 @@ class SettingsForm(forms.ModelForm):
         field.required = False
 
     def save(self):
-        """Name and language, and the studio key through User.link_studio_key (audited), in one transaction."""
+        """Name, language and time zone, and the studio key through User.link_studio_key (audited), in
+        one transaction."""
         user = self.instance
         with transaction.atomic():
-            user.save(update_fields=["full_name", "language"])
+            user.save(update_fields=["full_name", "language", "time_zone"])
             user.link_studio_key(self.cleaned_data["studio_api_key"], by=user)
         return user
 

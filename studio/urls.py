@@ -37,6 +37,7 @@ urlpatterns = [
     ),
     path("accounts/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
     path("billing/", include("billing.urls")),
+    path("usage/", include("usage.urls")),
     path("api/v1/", fleet_api.urls),
     path("admin/", admin.site.urls),
 ]

@@ -37,7 +37,37 @@ def the_world(language: str) -> dict:
         for project in (paid, free):
             add_member(project, person, role)
         people[role] = person
+    _usage(paid)
     staff = make_user("staff@a11y.example", language=language, is_staff=True, is_superuser=True)
     make_key(make_project(staff, name="Staff app"), name="Staff key")
     people["staff"] = staff
     return {"people": people, "paid": paid, "free": free}
+
+
+def _usage(project):
+    """A week of requests of every outcome and a few denials the day before, for the usage
+    dashboard's charts and tables. Only the latest requests come after the project's billing began,
+    so only they cost."""
+    from usage.admission import quota_ids
+    from usage.denials import record_past
+    from usage.ingest import ingest
+
+    key, now = project.api_keys.get(), timezone.now()
+    ingest(
+        [
+            {
+                "event_id": f"world-{n}",
+                "key_id": str(key.pk),
+                "model": "gemini-2.5-pro" if n % 3 == 0 else "gemini-2.5-flash",
+                "kind": "generate",
+                "status_code": (200, 200, 200, 429, 500)[n % 5],
+                "input_tokens": 1000 + 37 * n,
+                "output_tokens": 200 + n,
+                "cached_tokens": 100 * (n % 4),
+                "occurred_at": (now - timedelta(hours=7 * max(n - 2, 0))).isoformat(),
+            }
+            for n in range(26)
+        ],
+        now=now,
+    )
+    record_past(project, "gemini-2.5-flash", quota_ids(project.tier)["rpm"], now - timedelta(hours=30), 4)

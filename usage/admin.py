@@ -10,6 +10,7 @@ from usage.models import (
     FleetToken,
     PendingCharge,
     Price,
+    QuotaDenial,
     RateLimit,
     SpendLimit,
     UsageEvent,
@@ -133,3 +134,14 @@ class PendingChargeAdmin(ReadOnlyAdmin):
     list_filter = ["sku", "month"]
     search_fields = ["account__account_id", "project__project_id"]
     list_select_related = ["account", "project", "model"]
+
+
+@admin.register(QuotaDenial)
+class QuotaDenialAdmin(ReadOnlyAdmin):
+    """Requests quota:check refused, per quota id and bucket (written by the flush_denials job)."""
+
+    list_display = ["granularity", "bucket_start", "project", "model", "quota_id", "count"]
+    list_filter = ["granularity"]
+    search_fields = ["project__project_id", "quota_id"]
+    list_select_related = ["project", "model"]
+    show_full_result_count = False

@@ -1,7 +1,9 @@
 """quota:check (R22, X6, X9): may this request run now? Counted when admitted.
 
 Every denial has its own stable reason. Rate-limit denials name the quota exactly as the
-dashboard will (`quota_ids`), with the limit and the seconds until its window rolls.
+dashboard will (`quota_ids`), with the limit and the seconds until its window rolls. The limiter
+records each of them (model × quota id × minute) in the same call that decides it; usage.denials
+moves them to the dashboard's QuotaDenial rows.
 """
 
 import math
@@ -17,6 +19,7 @@ from django.utils.dateparse import parse_datetime
 from billing.models import AccountStatus, BillingAccount, ProjectBilling
 from studio import keyformat
 from studio.models import ApiKey, Project, Tier, effective_tier
+from usage import denials
 from usage.catalog import get_catalog
 from usage.limiter import MINUTE, PACIFIC_DAY, ROLLING_10M, Counter, Limit, get_limiter
 from usage.rating import rate
@@ -207,7 +210,10 @@ def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int
     if kind == "count_tokens":  # never limited by, nor counted against, the inference quota
         return {"allowed": True, **base, "limits": []}
     limits = limits_for(project, model_id, estimated_input_tokens=estimated_input_tokens, kind=kind, catalog=catalog)
-    decision = get_limiter().check(project_scope(project.project_pk), limits)
+    limiter = get_limiter()
+    decision = limiter.check(project_scope(project.project_pk), limits, model=model_id)
+    if limiter.local_denials_due():  # denials counted in this process's memory (no Redis, or its outage)
+        denials.flush_local(limiter)
     states = [
         {
             "quota_id": s.quota_id,

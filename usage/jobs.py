@@ -19,3 +19,9 @@ def charge_usage():
 @db_task(name="charge_usage_later")
 def charge_usage_later():
     call_command("charge_usage", verbosity=0)
+
+
+@db_periodic_task(crontab(minute="*"), name="flush_denials")
+def flush_denials():
+    """Every minute: the denials quota:check recorded, from the limiter to the database (usage.denials)."""
+    call_command("flush_denials", verbosity=0)

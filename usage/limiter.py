@@ -39,6 +39,16 @@ still counts, in the current bucket, and less is dropped. No counter goes below 
 unknown, lapsed) adds its whole amount to the current bucket of the counters the caller names. Settlement through Redis
 is one script call per scope (several scopes: one pipeline); if Redis fails, it is skipped with a warning (at most one
 per FALLBACK_WARNING_INTERVAL), never raised: the windows then keep the estimates.
+
+Denials on record (X6). A counted check that is refused adds 1 to the denials of its scope, keyed by the model the
+caller names (`check(..., model=...)`), the quota id of the first exceeded limit and the clock minute, in the same
+atomic step (through Redis: in the same script call, no extra round trip). A peek records nothing, nor does an admitted
+check. Through Redis they are one hash per scope, "dn:{<scope>}" (the scope's hash tag, so a Redis Cluster keeps them
+on the scope's node), field "<minute>|<model>|<quota id>", which lives DENIAL_TTL_SECONDS after its newest field;
+`claim_denials` takes them out atomically (renamed to a claim key of the scope, "dn:{<scope>}:claim", under a claim
+id) and `release_denials` deletes the claims once their counts are written elsewhere (usage.denials, the
+flush_denials job, which makes that exactly once). In-process denials (the InProcessLimiter, and the RedisLimiter's
+fallback during an outage) live in this process's memory until `take_local_denials` takes them.
 """
 
 import logging
@@ -76,6 +86,12 @@ FALLBACK_WARNING_INTERVAL = 10.0
 KEY_TTL_MARGIN = 60
 # InProcessLimiter drops ended windows at most this often (seconds of its clock).
 SWEEP_INTERVAL = 60.0
+# A scope's denials not claimed within this many seconds of its newest minute with a denial are dropped by Redis (the
+# flush_denials job claims them every minute: this only bounds what a job stopped for days leaves behind). Claim keys
+# live as long.
+DENIAL_TTL_SECONDS = 7 * 86_400
+# In-process denials are due to be written (`local_denials_due`) this long after the first one not yet taken.
+LOCAL_DENIALS_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -145,14 +161,44 @@ class Decision:
     reservation_id: str | None = None
 
 
+class Denials(NamedTuple):
+    """`count` checks of `scope` for `model` refused in the clock minute `minute` (epoch seconds // 60), each because
+    of `quota_id` (the first limit it exceeded, as the Decision named it)."""
+
+    scope: str
+    model: str
+    quota_id: str
+    minute: int
+    count: int
+
+
+@dataclass(frozen=True)
+class DenialClaim:
+    """A scope's denials taken out of Redis under `claim_id`; they stay in a claim key of their own until released."""
+
+    scope: str
+    claim_id: str
+    denials: list[Denials]
+
+
 class Limiter(Protocol):
-    def check(self, scope: str, limits: list[Limit]) -> Decision: ...
+    def check(self, scope: str, limits: list[Limit], *, model: str = "") -> Decision: ...
 
     def peek(self, scope: str, limits: list[Limit]) -> list[LimitState]: ...
 
     def settle(self, scope: str, usages: list[Usage]) -> None: ...
 
     def settle_many(self, usages_by_scope: dict[str, list[Usage]]) -> None: ...
+
+    def claim_denials(self, claim_id: str) -> list[DenialClaim]: ...
+
+    def release_denials(self, claims: list[DenialClaim]) -> None: ...
+
+    def take_local_denials(self) -> list[Denials]: ...
+
+    def restore_local_denials(self, denials: list[Denials]) -> None: ...
+
+    def local_denials_due(self) -> bool: ...
 
 
 def new_reservation_id() -> str:
@@ -231,7 +277,8 @@ class InProcessLimiter:
 
     Fixed windows (minute, Pacific day) keep (window id, count, end) per counter and restart at zero when the window
     id changes; rolling windows keep {minute: count}. Ended windows are dropped lazily: old buckets when a counter is
-    read, whole counters and lapsed reservations in a sweep at most once per SWEEP_INTERVAL.
+    read, whole counters and lapsed reservations in a sweep at most once per SWEEP_INTERVAL. Denials are counted per
+    (scope, model, quota id, minute) until `take_local_denials` takes them: only this process can write them elsewhere.
     """
 
     def __init__(self) -> None:
@@ -240,11 +287,44 @@ class InProcessLimiter:
         self._rolling: dict[tuple[str, str], dict[int, int]] = {}
         # (scope, reservation id) -> (lapses at, ((measure, counter name, window, bucket, amount), ...))
         self._reservations: dict[tuple[str, str], tuple[float, tuple[tuple[str, str, str, int, int], ...]]] = {}
+        # (scope, model, quota id, minute) -> checks refused; the time of the first one not yet taken (None: none)
+        self._denials: dict[tuple[str, str, str, int], int] = {}
+        self._denials_since: float | None = None
         self._days = _PacificDays()
         self._last_sweep = time.time()
 
-    def check(self, scope: str, limits: list[Limit]) -> Decision:
-        return self._run(scope, limits, counting=True)
+    def check(self, scope: str, limits: list[Limit], *, model: str = "") -> Decision:
+        return self._run(scope, limits, counting=True, model=model)
+
+    def claim_denials(self, claim_id: str) -> list[DenialClaim]:
+        """Nothing: in-process denials are this process's own (`take_local_denials`)."""
+        return []
+
+    def release_denials(self, claims: list[DenialClaim]) -> None:
+        return None
+
+    def take_local_denials(self) -> list[Denials]:
+        """The denials counted so far, removed from this limiter (`restore_local_denials` puts them back)."""
+        with self._lock:
+            taken, self._denials, self._denials_since = self._denials, {}, None
+        return [Denials(*key, count) for key, count in taken.items()]
+
+    def restore_local_denials(self, denials: list[Denials]) -> None:
+        """Add taken denials back (their write failed), to be taken again."""
+        if not denials:
+            return
+        with self._lock:
+            for scope, model, quota_id, minute, count in denials:
+                key = (scope, model, quota_id, minute)
+                self._denials[key] = self._denials.get(key, 0) + count
+            if self._denials_since is None:
+                self._denials_since = time.time()
+
+    def local_denials_due(self) -> bool:
+        """Whether denials have waited LOCAL_DENIALS_INTERVAL to be taken: cheap enough for every check (no lock: a
+        stale answer only moves the write to the next check)."""
+        since = self._denials_since
+        return since is not None and abs(time.time() - since) >= LOCAL_DENIALS_INTERVAL
 
     def peek(self, scope: str, limits: list[Limit]) -> list[LimitState]:
         return self._run(scope, limits, counting=False).states
@@ -284,7 +364,7 @@ class InProcessLimiter:
                         count = stored[1] if stored and stored[0] == minute else 0
                         self._fixed[(scope, name, MINUTE)] = (minute, max(0, count + delta), (minute + 1) * 60)
 
-    def _run(self, scope: str, limits: list[Limit], *, counting: bool) -> Decision:
+    def _run(self, scope: str, limits: list[Limit], *, counting: bool, model: str = "") -> Decision:
         _require_distinct(limits)
         now = time.time()
         minute = int(now // 60)
@@ -308,7 +388,12 @@ class InProcessLimiter:
                     used.append(stored[1] if stored and stored[0] == window_id else 0)
                     resets.append(_ceil_seconds(end - now))
             decision = _decide(limits, used, resets, counting)
-            if counting and decision.allowed:
+            if counting and not decision.allowed:
+                denied = (scope, model, decision.exceeded.quota_id, minute)
+                self._denials[denied] = self._denials.get(denied, 0) + 1
+                if self._denials_since is None:
+                    self._denials_since = now
+            elif counting:
                 reserved = tuple(
                     (limit.settles, limit.counter_name, limit.window, minute, limit.cost)
                     for limit in limits
@@ -351,7 +436,9 @@ class InProcessLimiter:
 # ARGV[1]: "check" or "peek"; ARGV[2..10]: start, end, day id of the previous, current and next Pacific day
 # (zoneinfo's, from the caller's clock); then per limit i: ARGV[8+3i] window, ARGV[9+3i] limit, ARGV[10+3i] cost;
 # then ARGV[11+3n] the keys' TTL margin, ARGV[12+3n] the reservation's key ('' for none), ARGV[13+3n] its TTL in
-# seconds and ARGV[14+3n] its entries as JSON, [[measure, counter key, window, amount], ...] (built by the caller).
+# seconds and ARGV[14+3n] its entries as JSON, [[measure, counter key, window, amount], ...] (built by the caller);
+# then ARGV[15+3n] what a refusal is recorded under: the model, then the quota id of each limit, one per line ('' for a
+# peek; one argument rather than n + 1, as every check sends it and few read it).
 # Returns {allowed 0|1, index of the first exceeded limit or 0, then remaining and reset_seconds per limit}.
 #
 # The clock is Redis's own TIME, so every worker counts into the same windows whatever its own clock says. Minute and
@@ -359,7 +446,9 @@ class InProcessLimiter:
 # script builds key names from the clock: Redis Cluster tolerates undeclared keys only in the slot of the declared
 # ones, which the shared hash tag {<scope>} guarantees. A rolling counter is one hash of minute -> units.
 # All reads come before any write, and nothing is written unless every limit has room: all or nothing. An admitted
-# check writes its reservation too (same hash tag): JSON [bucket (the minute), entries].
+# check writes its reservation too (same hash tag): JSON [bucket (the minute), entries]; a refused one adds 1 to
+# field "<minute>|<model>|<quota id of the first exceeded limit>" of the denials hash "dn:{<scope>}" (same hash tag),
+# which lives DENIAL_TTL_SECONDS from its newest field (the constant is written into the script below).
 _CHECK_SCRIPT = """
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
@@ -440,8 +529,22 @@ local reservation_key = ARGV[12 + 3 * n]
 if counting and reservation_key ~= '' then
   redis.call('SET', reservation_key, '[' .. minute .. ',' .. ARGV[14 + 3 * n] .. ']', 'EX', ARGV[13 + 3 * n])
 end
+local label = ARGV[15 + 3 * n]
+if exceeded > 0 and ARGV[1] == 'check' and label ~= '' then
+  local lines, from = {}, 1
+  while #lines <= exceeded do
+    local at = string.find(label, '\\n', from, true)
+    lines[#lines + 1] = string.sub(label, from, (at or 0) - 1)
+    if not at then break end
+    from = at + 1
+  end
+  local denials = 'dn:' .. string.match(KEYS[1], '{[^}]*}')
+  if redis.call('HINCRBY', denials, minute .. '|' .. lines[1] .. '|' .. lines[1 + exceeded], 1) == 1 then
+    redis.call('EXPIRE', denials, DENIAL_TTL_SECONDS)  -- a new field (a new minute): the hash lives on from now
+  end
+end
 return out
-"""
+""".replace("DENIAL_TTL_SECONDS", str(DENIAL_TTL_SECONDS))
 
 # KEYS[1]: "rsv:{<scope>}:" (reservation keys are this plus the id), KEYS[2]: "rl:{<scope>}:" (counter keys are this
 # plus "<counter>:<window>"); neither is a key itself: they name the scope's slot, as in the check script.
@@ -530,6 +633,30 @@ end
 return #order
 """
 
+# KEYS[1]: a scope's denials "dn:{<scope>}", KEYS[2]: its claim key "dn:{<scope>}:claim"; ARGV[1]: a new claim id,
+# ARGV[2]: the claim key's TTL in seconds. Returns the claim as HGETALL does (the claim id in field "#claim"): one a
+# previous run left (its writer died before releasing it) first, else the denials, renamed to the claim key, else
+# nothing. Denials counted after the rename start a new hash, taken by the next claim.
+_CLAIM_SCRIPT = """
+local held = redis.call('HGETALL', KEYS[2])
+if #held > 0 then return held end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[2], '#claim', ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return redis.call('HGETALL', KEYS[2])
+"""
+
+# KEYS[1]: a claim key; ARGV[1]: the claim id. Deletes the claim if it is still that one; returns 1 if deleted.
+_RELEASE_SCRIPT = """
+if redis.call('HGET', KEYS[1], '#claim') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+CLAIM_FIELD = b"#claim"
+# Scopes per pipeline when claiming or releasing denials.
+DENIAL_PIPELINE = 500
+
 
 class RedisLimiter:
     """Counters in Redis shared by the fleet; one script call per check. See the module docstring for outages."""
@@ -542,6 +669,8 @@ class RedisLimiter:
         )
         self._script = self._redis.register_script(_CHECK_SCRIPT)  # EVALSHA, EVAL (SCRIPT LOAD) on NOSCRIPT
         self._settle_script = self._redis.register_script(_SETTLE_SCRIPT)
+        self._claim_script = self._redis.register_script(_CLAIM_SCRIPT)
+        self._release_script = self._redis.register_script(_RELEASE_SCRIPT)
         self._days = _PacificDays()
         self._fallback = InProcessLimiter()
         self._fallback_warning = _RareWarning(
@@ -555,13 +684,13 @@ class RedisLimiter:
         self.fallbacks = 0  # checks answered by the in-process fallback since start, for tests and metrics
         self.settle_failures = 0  # settlement calls skipped because Redis failed, since start
 
-    def check(self, scope: str, limits: list[Limit]) -> Decision:
-        return self._run(scope, limits, counting=True)
+    def check(self, scope: str, limits: list[Limit], *, model: str = "") -> Decision:
+        return self._run(scope, limits, counting=True, model=model)
 
     def peek(self, scope: str, limits: list[Limit]) -> list[LimitState]:
         return self._run(scope, limits, counting=False).states
 
-    def _run(self, scope: str, limits: list[Limit], *, counting: bool) -> Decision:
+    def _run(self, scope: str, limits: list[Limit], *, counting: bool, model: str = "") -> Decision:
         if not limits:
             return Decision(True, [], None)
         _require_distinct(limits)
@@ -584,12 +713,14 @@ class RedisLimiter:
             args += (_reservations_prefix(scope) + reservation_id, ttl, orjson.dumps(reserved))
         else:
             args += ("", 0, "")
+        # What a refusal is recorded under: only read by the script when it refuses.
+        args.append("\n".join((model, *(limit.quota_id for limit in limits))) if counting else "")
         try:
             reply = self._script(keys=keys, args=args)
         except RedisError as error:
             self.fallbacks += 1
             self._fallback_warning.note(error)
-            return self._fallback._run(scope, limits, counting=counting)
+            return self._fallback._run(scope, limits, counting=counting, model=model)
         states = [
             LimitState(limit.quota_id, limit.limit, int(reply[2 + 2 * i]), int(reply[3 + 2 * i]))
             for i, limit in enumerate(limits)
@@ -613,21 +744,57 @@ class RedisLimiter:
             self.settle_failures += len(calls)
             self._settle_warning.note(error, len(calls))
 
-    def _evalsha_all(self, calls: list[tuple[list[str], list[int | bytes]]]) -> None:
+    def _evalsha_all(self, calls: list[tuple[list[str], list]], script=None) -> list:
+        """Run `script` (default: the settle script) once per (keys, args) of `calls`, in one pipeline; the replies."""
         # A pipeline of EVALSHA rather than of the Script object, which would ask SCRIPT EXISTS on every execute:
         # the script is loaded only when Redis says it does not know it (a restart, SCRIPT FLUSH).
-        sha = self._settle_script.sha
+        script = script or self._settle_script
         for attempt in (1, 2):
             pipeline = self._redis.pipeline(transaction=False)
             for keys, args in calls:
-                pipeline.evalsha(sha, len(keys), *keys, *args)
+                pipeline.evalsha(script.sha, len(keys), *keys, *args)
             try:
-                pipeline.execute()
-                return
+                return pipeline.execute()
             except NoScriptError:  # every call failed alike: none was run
                 if attempt == 2:
                     raise
-                self._redis.script_load(_SETTLE_SCRIPT)
+                self._redis.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    def claim_denials(self, claim_id: str) -> list[DenialClaim]:
+        """Take every scope's denials out of Redis under `claim_id` (claims left by an earlier run come back under
+        their own id). Raises RedisError: nothing is lost, what was claimed stays claimed for the next run.
+
+        Finds the scopes with SCAN ("dn:{*"), which walks the whole keyspace of this Redis in steps of 1,000 keys
+        without blocking it: its cost grows with the keys (counters and reservations included), not with denials
+        (bench/README.md). Then one script call per scope with denials, pipelined.
+        """
+        found = {key[len("dn:{") : key.rindex(b"}")] for key in self._redis.scan_iter(match="dn:{*", count=1000)}
+        scopes = sorted(scope.decode() for scope in found)
+        claims: list[DenialClaim] = []
+        for start in range(0, len(scopes), DENIAL_PIPELINE):
+            chunk = scopes[start : start + DENIAL_PIPELINE]
+            calls = [([_denials_key(scope), _claim_key(scope)], [claim_id, DENIAL_TTL_SECONDS]) for scope in chunk]
+            for scope, reply in zip(chunk, self._evalsha_all(calls, self._claim_script), strict=True):
+                if reply:
+                    claims.append(_claim(scope, reply))
+        return claims
+
+    def release_denials(self, claims: list[DenialClaim]) -> None:
+        """Delete the claims (their counts are written): each only if its claim key still holds that claim."""
+        for start in range(0, len(claims), DENIAL_PIPELINE):
+            calls = [([_claim_key(c.scope)], [c.claim_id]) for c in claims[start : start + DENIAL_PIPELINE]]
+            self._evalsha_all(calls, self._release_script)
+
+    def take_local_denials(self) -> list[Denials]:
+        """Denials counted in this process while Redis was unavailable (by the fallback)."""
+        return self._fallback.take_local_denials()
+
+    def restore_local_denials(self, denials: list[Denials]) -> None:
+        self._fallback.restore_local_denials(denials)
+
+    def local_denials_due(self) -> bool:
+        return self._fallback.local_denials_due()
 
 
 def _settle_call(scope: str, usages: list[Usage]) -> tuple[list[str], list[int | bytes]]:
@@ -650,6 +817,28 @@ def _settle_call(scope: str, usages: list[Usage]) -> tuple[list[str], list[int |
         reserved.append(usage)
     document = {"counters": [tuple(counter) for counter in numbers], "plain": list(plain.items()), "reserved": reserved}
     return [_reservations_prefix(scope), f"rl:{{{scope}}}:"], [KEY_TTL_MARGIN, orjson.dumps(document)]
+
+
+def _denials_key(scope: str) -> str:
+    """The hash of a scope's denials not yet claimed: under the scope's hash tag, like its counters."""
+    return f"dn:{{{scope}}}"
+
+
+def _claim_key(scope: str) -> str:
+    return f"dn:{{{scope}}}:claim"
+
+
+def _claim(scope: str, reply: list[bytes]) -> DenialClaim:
+    """A DenialClaim from the claim script's reply: [field, value, ...], the claim id in field "#claim"."""
+    claim_id, denials = "", []
+    for field, value in zip(reply[::2], reply[1::2], strict=True):
+        if field == CLAIM_FIELD:
+            claim_id = value.decode()
+            continue
+        minute, rest = field.decode().split("|", 1)
+        model, quota_id = rest.rsplit("|", 1)  # a quota id has no "|"; a model id is taken whole
+        denials.append(Denials(scope, model, quota_id, int(minute), int(value)))
+    return DenialClaim(scope, claim_id, denials)
 
 
 def _reservations_prefix(scope: str) -> str:

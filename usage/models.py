@@ -303,3 +303,54 @@ class PendingCharge(models.Model):
 
     def __str__(self):
         return f"{self.account_id} {self.project_id} {self.model_id} {self.sku} {self.amount_nanos} n$"
+
+
+class QuotaDenial(models.Model):
+    """Requests quota:check refused with RATE_LIMIT_EXCEEDED, per bucket (UTC minute, hour, day) × project × model ×
+    quota id (the first limit the request exceeded, named as the answer named it). Kept beside the rollups, in the
+    same grains, so that the dashboard reads both alike (usage.queries); written by usage.denials from what the
+    limiter recorded (the flush_denials job), never by the check itself. For projects and models that admission
+    found: like the events', the foreign keys carry no database constraint (projects and models are never deleted).
+    """
+
+    granularity = models.CharField(max_length=6, choices=Granularity.choices)
+    bucket_start = models.DateTimeField()
+    project = models.ForeignKey(
+        "studio.Project", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    model = models.ForeignKey(
+        CatalogModel, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    quota_id = models.CharField(_("quota ID"), max_length=100)
+    count = models.BigIntegerField(_("requests denied"), default=0)
+
+    class Meta:
+        verbose_name = _("quota denial")
+        verbose_name_plural = _("quota denials")
+        # Project first: the one index serves both the upserts and the dashboard's range scans per project.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "granularity", "bucket_start", "model", "quota_id"],
+                name="one_quota_denial_per_bucket",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.granularity} {self.bucket_start:%Y-%m-%d %H:%M} {self.model_id} {self.quota_id}: {self.count}"
+
+
+class DenialClaim(models.Model):
+    """A claim of denials taken out of Redis (usage.limiter.DenialClaim) whose counts are in QuotaDenial: written in
+    the same transaction as those counts, so that a claim found again (its writer died before deleting it from
+    Redis) is not counted twice, and two writers of one claim cannot both commit (the claim id is the key).
+    Deleted once older than any claim Redis can still hold (usage.denials)."""
+
+    claim_id = models.CharField(max_length=32, primary_key=True)
+    written_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("written denial claim")
+        verbose_name_plural = _("written denial claims")
+
+    def __str__(self):
+        return self.claim_id

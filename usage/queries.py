@@ -13,6 +13,7 @@ the rollups by an index range scan each, summed by the database. Elsewhere (SQLi
 default) the rows of the pieces are read and summed here.
 """
 
+import math
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, fields
@@ -20,9 +21,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Q, Sum
+from django.utils import timezone
 
-from usage.models import UsageRollup
+from billing.tiers import ORDER
+from studio.models import Tier, effective_tier
+from usage.admission import limits_for, project_scope, quota_ids
+from usage.catalog import get_catalog
+from usage.limiter import get_limiter, pacific_day_windows
+from usage.models import QuotaDenial, UsageRollup
 
 MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 GRAINS = (("day", DAY), ("hour", HOUR), ("minute", MINUTE))  # coarsest first
@@ -215,3 +222,207 @@ def _read_orm(project_id, cut, column, models, keys, per_bucket):
         key = (piece.index if per_bucket else 0, row[column])
         out.setdefault(key, Sums()).add(Sums(*(row[name] for name in SUM_COLUMNS)))
     return out
+
+
+# --- Denials and limits (X6, R21) ---------------------------------------------------------------------------------
+
+PACIFIC = ZoneInfo("America/Los_Angeles")  # quota days are Pacific days
+
+
+def denials_by_bucket(project_pk: int, window: Window, *, models=None) -> dict[tuple[int, str, str], int]:
+    """{(bucket index, model_id, quota_id): requests denied} — quota:check's RATE_LIMIT_EXCEEDED denials.
+
+    Read from QuotaDenial (kept per UTC minute, hour and day, like the rollups) through the same pieces, so exact in
+    every zone; buckets without denials are left out. One statement. Denials reach QuotaDenial within about a minute
+    (usage.denials)."""
+    return _read_denials(project_pk, window, models, per_bucket=True)
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """One model's row of the Limits tab: its limits at the project's tier and the next, and what was used of them.
+
+    Peaks come from the rollups, so they count the requests the fleet reported (any status, not count_tokens);
+    live usage comes from the limiter, which counts the requests it admitted. Live usage of a limit the tier does not
+    have (None) is None as well: admission keeps no counter for a limit that does not exist."""
+
+    model_id: str
+    model_name: str
+    tier: str  # the project's effective tier now
+    rpm: int | None  # limits at that tier (None: no limit)
+    tpm: int | None
+    rpd: int | None
+    next_tier: str | None  # None: already on the highest tier
+    next_rpm: int | None
+    next_tpm: int | None
+    next_rpd: int | None
+    quota_ids: dict[str, str]  # {"rpm": "GenerateRequestsPerMinutePerProjectPerModel-Tier1", "tpm": ..., "rpd": ...}
+    peak_rpm: int  # most requests in one UTC minute of the window (all keys)
+    peak_tpm: int  # most input tokens in one UTC minute of the window
+    peak_rpd: int  # most requests in one Pacific day that overlaps the window (counted whole, as RPD counts it)
+    live_rpm: int | None  # used now, from the limiter: the current minute and Pacific day (None: no such limit)
+    live_tpm: int | None
+    live_rpd: int | None
+    rpm_resets_in: int  # seconds until the minute ends
+    rpd_resets_in: int  # seconds until Pacific midnight
+    denials: dict[str, int]  # {quota_id: requests denied in the window}, whatever the tier then
+
+
+def limits_for_project(project, window: Window, *, now=None) -> list[ModelLimits]:
+    """One row per model the project can use at its tier (free tier: the free models only), by model id.
+
+    Three statements whatever the range (the per-minute peaks, the Pacific days' sums, the denials) and one limiter
+    read (Limiter.peek, which counts nothing) for all models; the catalog comes from its snapshot. `now` (default:
+    the current time) sets the reset times; the limiter reads its current windows by its own clock."""
+    now = now or timezone.now()
+    catalog = get_catalog()
+    tier = effective_tier(project.tier, project.billing_state)
+    following = ORDER.index(tier) + 1
+    next_tier = ORDER[following] if following < len(ORDER) else None
+    models = sorted(
+        (m for m in catalog.models.values() if m.active and (tier != Tier.FREE or m.free_tier_available)),
+        key=lambda m: m.model_id,
+    )
+    model_ids = [m.model_id for m in models]
+    if not model_ids:
+        return []
+
+    minute_peaks = _minute_peaks(project.pk, window, model_ids)
+    first = window.start.astimezone(PACIFIC).date()
+    last = (window.end - MINUTE).astimezone(PACIFIC).date()
+    day_peaks: dict[str, int] = defaultdict(int)
+    for (_, model_id), sums in usage_by_bucket(project.pk, Window.days(first, last, PACIFIC), models=model_ids).items():
+        day_peaks[model_id] = max(day_peaks[model_id], sums.requests)
+    denied: dict[str, dict[str, int]] = defaultdict(dict)
+    for (_, model_id, quota_id), count in _read_denials(project.pk, window, model_ids, per_bucket=False).items():
+        denied[model_id][quota_id] = count
+    live = _live_usage(project, tier, model_ids, catalog)
+
+    ids = quota_ids(tier)
+    moment = now.timestamp()
+    rpm_resets_in = max(1, math.ceil(60 - moment % 60))
+    rpd_resets_in = max(1, math.ceil(pacific_day_windows(moment)[1].end - moment))
+    rows = []
+    for model in models:
+        limits = catalog.rate_limits.get((tier, model.model_id))
+        upper = catalog.rate_limits.get((next_tier, model.model_id)) if next_tier else None
+        requests, tokens = minute_peaks.get(model.model_id, (0, 0))
+        used = live.get(model.model_id, {})
+        rows.append(
+            ModelLimits(
+                model_id=model.model_id,
+                model_name=model.display_name,
+                tier=tier,
+                rpm=limits.rpm if limits else None,
+                tpm=limits.tpm if limits else None,
+                rpd=limits.rpd if limits else None,
+                next_tier=next_tier,
+                next_rpm=upper.rpm if upper else None,
+                next_tpm=upper.tpm if upper else None,
+                next_rpd=upper.rpd if upper else None,
+                quota_ids={name: ids[name] for name in ("rpm", "tpm", "rpd")},
+                peak_rpm=requests,
+                peak_tpm=tokens,
+                peak_rpd=day_peaks.get(model.model_id, 0),
+                live_rpm=used.get("rpm"),
+                live_tpm=used.get("tpm"),
+                live_rpd=used.get("rpd"),
+                rpm_resets_in=rpm_resets_in,
+                rpd_resets_in=rpd_resets_in,
+                denials=denied.get(model.model_id, {}),
+            )
+        )
+    return rows
+
+
+def _minute_peaks(project_pk: int, window: Window, model_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """{model: (most requests, most input tokens) in one UTC minute of the window}, over all keys: the minute
+    rollups summed per minute, then the largest sum, in one statement."""
+    per_minute = (
+        UsageRollup.objects.filter(
+            project_id=project_pk,
+            granularity="minute",
+            bucket_start__gte=window.start,
+            bucket_start__lt=window.end,
+            model_id__in=model_ids,
+        )
+        .values("model_id", "bucket_start")
+        .annotate(minute_requests=Sum("requests"), minute_tokens=Sum("input_tokens"))
+        .order_by()
+    )
+    inner, params = per_minute.query.sql_with_params()
+    sql = (
+        "SELECT model_id, MAX(minute_requests), MAX(minute_tokens) "  # noqa: S608 - the ORM's own SQL
+        f"FROM ({inner}) AS minutes GROUP BY model_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {model_id: (int(requests), int(tokens)) for model_id, requests, tokens in cursor.fetchall()}
+
+
+def _live_usage(project, tier: str, model_ids: list[str], catalog) -> dict[str, dict[str, int]]:
+    """{model: {"rpm"|"tpm"|"rpd": used}} in the limiter's current windows, read without counting (one peek for all
+    models, through the Limit objects admission builds). Used = limit − remaining; a counter past its limit (reported
+    tokens above the estimate) reads as the limit."""
+    names = {quota_id: name for name, quota_id in quota_ids(tier).items() if name in ("rpm", "tpm", "rpd")}
+    owners, limits = [], []
+    for model_id in model_ids:
+        for limit in limits_for(project, model_id, estimated_input_tokens=0, catalog=catalog):
+            if limit.quota_id in names:  # not the spend limit: one per project, not per model
+                owners.append(model_id)
+                limits.append(limit)
+    if not limits:
+        return {}
+    live: dict[str, dict[str, int]] = defaultdict(dict)
+    for model_id, state in zip(owners, get_limiter().peek(project_scope(project.pk), limits), strict=True):
+        live[model_id][names[state.quota_id]] = state.limit - state.remaining
+    return live
+
+
+def _read_denials(project_pk, window, models, *, per_bucket) -> dict[tuple[int, str, str], int]:
+    cut = pieces(window)
+    if not cut:
+        return {}
+    if connection.vendor == "postgresql":
+        return _read_denials_postgres(project_pk, cut, models, per_bucket)
+    return _read_denials_orm(project_pk, cut, models, per_bucket)
+
+
+def _read_denials_postgres(project_pk, cut, models, per_bucket):
+    where, params = ["d.project_id = %s"], [project_pk]
+    if models:
+        where.append("d.model_id = ANY(%s)")
+        params.append(list(models))
+    bucket = "p.index" if per_bucket else "0"
+    sql = f"""
+        SELECT {bucket}, d.model_id, d.quota_id, sum(d.count)
+        FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::int[]) AS p(granularity, lo, hi, index)
+        JOIN {QuotaDenial._meta.db_table} d
+          ON d.granularity = p.granularity AND d.bucket_start >= p.lo AND d.bucket_start < p.hi
+        WHERE {" AND ".join(where)}
+        GROUP BY 1, 2, 3
+    """  # noqa: S608 - table and column names are constants
+    arrays = [[p.granularity for p in cut], [p.start for p in cut], [p.end for p in cut], [p.index for p in cut]]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*arrays, *params])
+        return {(index, model_id, quota_id): int(count) for index, model_id, quota_id, count in cursor.fetchall()}
+
+
+def _read_denials_orm(project_pk, cut, models, per_bucket):
+    spans = Q()
+    for piece in cut:
+        spans |= Q(granularity=piece.granularity, bucket_start__gte=piece.start, bucket_start__lt=piece.end)
+    rows = QuotaDenial.objects.filter(spans, project_id=project_pk)
+    if models:
+        rows = rows.filter(model_id__in=list(models))
+    by_grain = defaultdict(list)
+    for piece in cut:
+        by_grain[piece.granularity].append(piece)
+    starts = {grain: [piece.start for piece in found] for grain, found in by_grain.items()}
+    out: dict[tuple[int, str, str], int] = defaultdict(int)
+    for grain, start, model_id, quota_id, count in rows.values_list(
+        "granularity", "bucket_start", "model_id", "quota_id", "count"
+    ):
+        piece = by_grain[grain][bisect_right(starts[grain], start) - 1]
+        out[(piece.index if per_bucket else 0, model_id, quota_id)] += count
+    return dict(out)

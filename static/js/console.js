@@ -5,6 +5,17 @@
 
   var modal = function () { return document.getElementById("modal"); };
 
+  // The browser's time zone for the usage dashboard, which falls back to it when the person has
+  // chosen none in Settings (usage.views.dashboard_zone). IANA names are cookie-safe as they are.
+  (function rememberTimeZone() {
+    var zone;
+    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (error) { return; }
+    if (!zone || !/^[A-Za-z0-9_+\-\/]+$/.test(zone)) { return; }
+    if (document.cookie.split("; ").indexOf("tz=" + zone) !== -1) { return; }
+    var secure = window.location.protocol === "https:" ? "; secure" : "";
+    document.cookie = "tz=" + zone + "; path=/; max-age=31536000; samesite=lax" + secure;
+  })();
+
   function openModal() {
     var dialog = modal();
     if (dialog && !dialog.open) { dialog.showModal(); }

@@ -97,6 +97,10 @@ def test_owner_pages_and_dialogs_have_no_axe_violations(page, language):
         "/billing/payment-methods/add/",
         f"/billing/projects/{world['paid'].project_id}/tier/",
         "/settings/",
+        f"/usage/?project={world['paid'].project_id}",
+        f"/usage/?project={world['paid'].project_id}&range=24h&key={key.pk}",
+        f"/usage/limits/?project={world['paid'].project_id}",
+        f"/usage/?project={world['paid'].project_id}&range=custom&start=2026-01-02&end=2026-01-01",  # field errors
     ):
         walk.visit(path)
     for link in ("create", "import", "rename", "revoke"):
@@ -122,7 +126,14 @@ def test_member_pages_have_no_axe_violations(page, language, persona):
     sign_in(page, world["people"][persona].email)
     walk = Walk(page)
 
-    for path in ("/api-keys/", f"/api-keys/{key.pk}/", "/billing/", "/settings/"):
+    for path in (
+        "/api-keys/",
+        f"/api-keys/{key.pk}/",
+        "/billing/",
+        "/settings/",
+        f"/usage/?project={world['paid'].project_id}",
+        f"/usage/limits/?project={world['paid'].project_id}",
+    ):
         walk.visit(path)
 
     assert not walk.found, "\n".join(walk.found)

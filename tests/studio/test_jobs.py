@@ -34,11 +34,13 @@ def periodic_at(hour, minute) -> list[str]:
 
 
 def test_periodic_jobs_are_registered_with_their_schedules():
-    assert periodic_at(9, 1) == ["charge_usage", "deliver_outbox"]
-    assert periodic_at(9, 5) == ["charge_usage", "deliver_outbox", "reconcile_payments"]
-    assert periodic_at(9, 14) == ["charge_usage", "deliver_outbox"]
-    assert periodic_at(9, 15) == ["charge_usage", "deliver_outbox", "evaluate_tiers", "reconcile_payments"]
-    assert periodic_at(10, 15) == ["charge_usage", "deliver_outbox", "evaluate_tiers", "reconcile_payments"]
+    every_minute = ["charge_usage", "deliver_outbox", "flush_denials"]
+    assert periodic_at(9, 1) == every_minute
+    assert periodic_at(9, 5) == [*every_minute, "reconcile_payments"]
+    assert periodic_at(9, 14) == every_minute
+    quarter_past = ["charge_usage", "deliver_outbox", "evaluate_tiers", "flush_denials", "reconcile_payments"]
+    assert periodic_at(9, 15) == quarter_past
+    assert periodic_at(10, 15) == quarter_past
 
 
 def test_the_charge_usage_job_charges_now_and_again_within_the_minute(settings, monkeypatch):

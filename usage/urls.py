@@ -1,0 +1,10 @@
+from django.urls import path
+
+from usage import views
+
+app_name = "usage"
+urlpatterns = [
+    path("", views.usage_page, name="dashboard"),
+    path("export.csv", views.usage_csv, name="export"),
+    path("limits/", views.limits_page, name="limits"),
+]

@@ -1,0 +1,147 @@
+"""The Usage & Limits dashboard (SPEC §3.7): the Usage tab, its CSV export, and the Limits tab.
+
+Every view of the dashboard is a URL: the project (`?project=<project id>`), the range and the
+filters are GET parameters. An htmx request (a filter change) gets the page's `body` partial.
+"""
+
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils import timezone
+
+from studio.models import ApiKey, Tier
+from studio.views.rendering import render_page
+from studio.zones import zone_named
+from usage.access import get_projects_for_user
+from usage.dashboard import limit_rows, other_denials, report_charts, usage_report, write_csv
+from usage.forms import RangeForm, UsageFilterForm
+from usage.models import CatalogModel
+from usage.queries import limits_for_project
+
+# The browser's zone, written by static/js/console.js on every page (no inline script: CSP).
+TZ_COOKIE = "tz"
+UTC = ZoneInfo("UTC")
+
+
+def dashboard_zone(request: HttpRequest) -> tuple[ZoneInfo, str]:
+    """The zone the dashboard's times are in, and the `tz` parameter its links keep ("" if none):
+    `?tz=` if it names a zone, else the person's setting, else the browser's (cookie), else UTC."""
+    if zone := zone_named(request.GET.get("tz")):
+        return zone, zone.key
+    return zone_named(request.user.time_zone) or zone_named(request.COOKIES.get(TZ_COOKIE)) or UTC, ""
+
+
+def _url(name: str, query: dict) -> str:
+    return f"{reverse(name)}?{urlencode(query)}"
+
+
+def _read_usage(request: HttpRequest, project, zone: ZoneInfo, now):
+    """The Usage tab's filters, and what they select: (form, report, key), the report None while the
+    form is invalid. Five queries whatever the range: keys, catalog, and the three reads."""
+    keys = list(ApiKey.objects.filter(project=project).order_by("name", "pk"))
+    catalog = list(CatalogModel.objects.order_by("display_name", "model_id"))
+    form = UsageFilterForm(request.GET, today=now.astimezone(zone).date(), models=catalog, keys=keys)
+    if not form.is_valid():
+        return form, None, None
+    key = next((k for k in keys if k.pk == form.cleaned_data["key"]), None)
+    window = form.window(now, zone)
+    report = usage_report(project, window, catalog=catalog, keys=keys, model=form.cleaned_data["model"], key=key)
+    return form, report, key
+
+
+def _base_context(projects, project, zone: ZoneInfo, tz_param: str, now) -> dict:
+    return {
+        "projects": projects,
+        "project": project,
+        "zone": zone.key,
+        "zone_offset": _offset(now.astimezone(zone).strftime("%z")),
+        "tz_param": tz_param,
+    }
+
+
+def _offset(z: str) -> str:
+    """The offset `strftime("%z")` gives ("+0530") as the page shows it ("UTC+05:30")."""
+    return f"UTC{z[:3]}:{z[3:]}"
+
+
+@login_required
+def usage_page(request: HttpRequest) -> HttpResponse:
+    """R20, X5: the project's usage over the range, as totals, charts and tables."""
+    projects, project = get_projects_for_user(request.user, request.GET.get("project"))
+    zone, tz_param = dashboard_zone(request)
+    now = timezone.now()
+    context = _base_context(projects, project, zone, tz_param, now)
+    if project is None:
+        return render_page(request, "usage/usage.html", context)
+    form, report, key = _read_usage(request, project, zone, now)
+    context["form"] = form
+    if report is None:
+        context["links"] = _links(project, tz_param, {}, {})
+        return render_page(request, "usage/usage.html", context, status=422)
+    context.update(
+        report=report,
+        charts=report_charts(report),
+        key_filter=key,
+        links=_links(project, tz_param, form.range_query(), form.filter_query()),
+    )
+    with timezone.override(zone):
+        return render_page(request, "usage/usage.html", context)
+
+
+def _links(project, tz_param: str, range_query: dict, filter_query: dict) -> dict:
+    """The tabs and the export, keeping the project, the zone asked for, the range and the filters."""
+    base = {"project": project.project_id, **({"tz": tz_param} if tz_param else {})}
+    return {
+        "usage": _url("usage:dashboard", {**base, **range_query, **filter_query}),
+        "limits": _url("usage:limits", {**base, **range_query}),
+        "export": _url("usage:export", {**base, **range_query, **filter_query}),
+        "keep": {**({"tz": tz_param} if tz_param else {}), **range_query},  # what the project picker keeps
+    }
+
+
+@login_required
+def usage_csv(request: HttpRequest) -> HttpResponse:
+    """X5: the Usage tab as CSV, with the same parameters and the same numbers."""
+    _projects, project = get_projects_for_user(request.user, request.GET.get("project"))
+    if project is None:
+        return usage_page(request)
+    zone, _tz_param = dashboard_zone(request)
+    now = timezone.now()
+    _form, report, _key = _read_usage(request, project, zone, now)
+    if report is None:
+        return usage_page(request)  # the page, with the form's errors
+    first, last = report.buckets[0].start.date(), report.buckets[-1].start.date()  # days in the reader's zone
+    filename = f"usage-{project.project_id}-{first:%Y%m%d}-{last:%Y%m%d}.csv"
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    write_csv(report, response, zone=zone)
+    return response
+
+
+@login_required
+def limits_page(request: HttpRequest) -> HttpResponse:
+    """R21, X6: each model's limits at the project's tier, peak and live usage, denials by quota id."""
+    projects, project = get_projects_for_user(request.user, request.GET.get("project"))
+    zone, tz_param = dashboard_zone(request)
+    now = timezone.now()
+    context = _base_context(projects, project, zone, tz_param, now)
+    if project is None:
+        return render_page(request, "usage/limits.html", context)
+    form = RangeForm(request.GET, today=now.astimezone(zone).date())
+    context["form"] = form
+    if not form.is_valid():
+        context["links"] = _links(project, tz_param, {}, {})
+        return render_page(request, "usage/limits.html", context, status=422)
+    limits = limits_for_project(project, form.window(now, zone), now=now)
+    context.update(
+        models=[(m, limit_rows(m, now=now, zone=zone), other_denials(m)) for m in limits],
+        tier=Tier(project.effective_tier).label,
+        read_only=not project.is_writable_by(request.user),  # the Quota tier cell offers no links then
+        next_tier=Tier(limits[0].next_tier).label if limits and limits[0].next_tier else None,
+        links=_links(project, tz_param, form.range_query(), {}),
+    )
+    with timezone.override(zone):
+        return render_page(request, "usage/limits.html", context)
