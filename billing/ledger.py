@@ -62,14 +62,17 @@ def grant_credit(
     by=None,
     at=None,
 ) -> Credit:
-    """Add a credit and its grant entry. A second welcome credit for one person raises IntegrityError."""
+    """Add a credit and its grant entry, granted `at` (default: now; the demo back-dates its history).
+    A second welcome credit for one person raises IntegrityError."""
     amount = round_money(amount)
+    at = at or timezone.now()
     with transaction.atomic():
         _lock(account)
         credit = Credit.objects.create(
             account=account,
             kind=kind,
             original_amount=amount,
+            granted_at=at,
             expires_at=expires_at,
             source=source,
             welcome_for=welcome_for,
@@ -80,6 +83,7 @@ def grant_credit(
             amount=amount,
             credit=credit,
             created_by=by,
+            created_at=at,
         )
     return credit
 

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
@@ -145,8 +146,10 @@ class LedgerEntry(models.Model):
 
     @property
     def label(self) -> str:
-        """What the entry is for, in the active language: its reason, else its credit's kind
-        ("Welcome credit"), else the note typed with it."""
+        """What the entry is for, in the active language: the month of a usage charge, else its
+        reason, else its credit's kind ("Welcome credit"), else the note typed with it."""
+        if self.kind == EntryKind.USAGE_CHARGE and self.usage_month is not None:
+            return date_format(self.usage_month, "YEAR_MONTH_FORMAT")
         if self.reason:
             return self.get_reason_display()
         if self.credit_id is not None:

@@ -385,3 +385,18 @@ def test_linking_to_an_account_suspended_meanwhile_is_refused(owner):
 
     project.refresh_from_db()
     assert (project.tier, hasattr(project, "billing")) == (Tier.FREE, False)
+
+
+def test_the_ledger_names_a_usage_charge_by_its_month(owner, event):
+    from django.utils import translation
+
+    key, _ = make_key(make_billed_project(owner, since=timezone.now() - timedelta(days=5)))
+    with time_machine.travel("2026-12-01T09:00:00Z", tick=False):
+        ingest([event(key, occurred_at="2026-11-30T12:00:00Z")])
+        charge_pending()
+    charge = LedgerEntry.objects.get(kind=EntryKind.USAGE_CHARGE)
+
+    with translation.override("en"):
+        assert charge.label == "November 2026"
+    with translation.override("ja"):
+        assert charge.label == "2026年11月"
