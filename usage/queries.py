@@ -8,8 +8,10 @@ days, then whole UTC hours, then minutes at the edges. So a day in Los Angeles i
 rollups, and a day in UTC is one day rollup: exact in every zone, and the cost of a query grows
 with the number of buckets in the range, not with the number of events.
 
-On PostgreSQL each read is one statement: the pieces go in as arrays (`unnest`) and are joined to
-the rollups by an index range scan each, summed by the database. Elsewhere (SQLite, the embedded
+On PostgreSQL each read is one statement: the pieces go in as arrays (`unnest`) and each is read
+by its own index range scan (a LATERAL subquery that `OFFSET 0` keeps the planner from flattening:
+as a plain join it chose a hash join on the grain alone and read the project's whole history),
+summed by the database. Elsewhere (SQLite, the embedded
 default) the rows of the pieces are read and summed here.
 """
 
@@ -191,8 +193,12 @@ def _read_postgres(project_id, cut, column, models, keys, per_bucket):
     sql = f"""
         SELECT {bucket}, r.{column}, {sums}
         FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::int[]) AS p(granularity, lo, hi, index)
-        JOIN {table} r ON r.granularity = p.granularity AND r.bucket_start >= p.lo AND r.bucket_start < p.hi
-        WHERE {" AND ".join(where)}
+        CROSS JOIN LATERAL (
+            SELECT * FROM {table} r
+            WHERE r.granularity = p.granularity AND r.bucket_start >= p.lo AND r.bucket_start < p.hi
+              AND {" AND ".join(where)}
+            OFFSET 0
+        ) r
         GROUP BY 1, 2
     """  # noqa: S608 - table and column names are constants
     arrays = [[p.granularity for p in cut], [p.start for p in cut], [p.end for p in cut], [p.index for p in cut]]
@@ -397,9 +403,12 @@ def _read_denials_postgres(project_pk, cut, models, per_bucket):
     sql = f"""
         SELECT {bucket}, d.model_id, d.quota_id, sum(d.count)
         FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::int[]) AS p(granularity, lo, hi, index)
-        JOIN {QuotaDenial._meta.db_table} d
-          ON d.granularity = p.granularity AND d.bucket_start >= p.lo AND d.bucket_start < p.hi
-        WHERE {" AND ".join(where)}
+        CROSS JOIN LATERAL (
+            SELECT * FROM {QuotaDenial._meta.db_table} d
+            WHERE d.granularity = p.granularity AND d.bucket_start >= p.lo AND d.bucket_start < p.hi
+              AND {" AND ".join(where)}
+            OFFSET 0
+        ) d
         GROUP BY 1, 2, 3
     """  # noqa: S608 - table and column names are constants
     arrays = [[p.granularity for p in cut], [p.start for p in cut], [p.end for p in cut], [p.index for p in cut]]
