@@ -6,7 +6,8 @@ it under a reservation id (usage.limiter). When usage:report stores a new reques
 that reservation: TPM counts its input tokens if it counts against quota (generate and batch, failed requests
 included; never count_tokens or cache storage), the spend window its cost in micro-USD, rounded up (0 when it is not
 billable; cache storage is not admitted, but what it costs is spent and counts too). An event without a reservation
-id, or whose reservation is unknown or has lapsed, adds its actual figures to the counters of its project's current
+id, or whose reservation is unknown or has lapsed, adds its actual figures (if it occurred in the last 10 minutes:
+older usage is outside every window) to the counters of its project's current
 tier (`admission.settlement_counters`), the ones the next check reads.
 
 Only the events a batch newly inserted settle, so a replayed report changes nothing; and only once their write has
@@ -19,9 +20,11 @@ only when there is any) and one limiter call (through Redis: one pipeline of one
 
 import math
 from collections import defaultdict
+from datetime import timedelta
 from decimal import Decimal
 
 from django.db import transaction
+from django.utils import timezone
 
 from studio.models import Project, effective_tier
 from usage.admission import INPUT_TOKENS, MICRO_USD, project_scope, settlement_counters
@@ -29,6 +32,7 @@ from usage.catalog import get_catalog
 from usage.limiter import Usage, get_limiter
 
 MICRO = Decimal(1_000_000)
+SETTLED_HORIZON = timedelta(minutes=10)
 
 
 def settle_after_commit(rows: list[tuple], columns: list[str], inserted: list[str], reservations: dict[str, str]):
@@ -45,11 +49,14 @@ def settle_after_commit(rows: list[tuple], columns: list[str], inserted: list[st
 
 def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], reservations: dict[str, str]) -> None:
     """Settle, in the limiter, the actual usage of the events of `rows` whose ids are in `inserted`."""
-    event_at, project_at, model_at, counts_at, tokens_at, billable_at, cost_at = (
-        columns.index(name)
-        for name in ("event_id", "project_id", "model_id", "counts_against_quota", "input_tokens", "billable", "cost")
+    names = ("event_id", "project_id", "model_id", "counts_against_quota", "input_tokens", "billable", "cost")
+    event_at, project_at, model_at, counts_at, tokens_at, billable_at, cost_at, occurred_at = (
+        columns.index(name) for name in (*names, "occurred_at")
     )
     new = set(inserted)
+    # Unreserved usage that occurred before the longest window it could count in (the spend limit's 10 minutes) adds
+    # nothing: a report that comes late (up to 7 days, or the demo's history) must not fill today's windows.
+    closed = timezone.now() - SETTLED_HORIZON
     # project pk -> [(reservation id, model, input tokens, micro-USD)]: each settles its own reservation
     reserved: dict[int, list[tuple[str, str, int, int]]] = defaultdict(list)
     # (project pk, model) -> [input tokens, micro-USD]: summed, they only add to the current windows
@@ -64,7 +71,7 @@ def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], 
         reservation_id = reservations.get(event_id)
         if reservation_id is not None:
             reserved[row[project_at]].append((reservation_id, row[model_at], tokens, micro_usd))
-        elif tokens or micro_usd:
+        elif (tokens or micro_usd) and row[occurred_at] >= closed:
             totals = unreserved.setdefault((row[project_at], row[model_at]), [0, 0])
             totals[0] += tokens
             totals[1] += micro_usd

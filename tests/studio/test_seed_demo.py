@@ -1,6 +1,18 @@
-from django.core.management import call_command
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal as D
+from io import StringIO
+from zoneinfo import ZoneInfo
 
+import time_machine
+from django.core.management import call_command
+from django.db.models import Sum
+
+from billing import ledger
+from billing.models import BillingAccount, LedgerEntry, UsageLine
 from studio.models import ApiKey, Membership, Project, User
+from usage.models import PendingCharge, QuotaDenial, UsageEvent, UsageRollup
+from usage.queries import Sums, Window, limits_for_project, usage_by_bucket
 
 
 def quota_states(user):
@@ -48,3 +60,84 @@ def test_seed_demo_refuses_to_run_without_debug(db, settings):
     with pytest.raises(CommandError, match="only with DEBUG on"):
         call_command("seed_demo")
     assert not User.objects.exists()
+
+
+# The demo's usage history (usage/demo.py), seeded at a fixed moment so that its figures are exact.
+SEEDED_AT = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)  # 10:00 in Los Angeles; the 90 days span a DST change
+LA = ZoneInfo("America/Los_Angeles")
+
+
+def seed_demo_at(moment):
+    with time_machine.travel(moment, tick=False):
+        call_command("seed_demo", "--allow-without-debug", stdout=StringIO())
+
+
+def history_state():
+    """What the history wrote: events, requests (day rollups), ledger entries, denied requests, pending nano-dollars."""
+    return (
+        UsageEvent.objects.count(),
+        UsageRollup.objects.filter(granularity="day").aggregate(n=Sum("requests"))["n"],
+        LedgerEntry.objects.count(),
+        QuotaDenial.objects.filter(granularity="day").aggregate(n=Sum("count"))["n"],
+        PendingCharge.objects.aggregate(n=Sum("amount_nanos"))["n"],
+    )
+
+
+def test_seed_demo_writes_its_usage_history_once(db):
+    seed_demo_at(SEEDED_AT)
+    written = history_state()
+
+    seed_demo_at(SEEDED_AT + timedelta(days=1))  # the history ends where the demo was first seeded: nothing new
+
+    assert history_state() == written
+    assert written[:4] == (3829, 3829, 48, 37)
+
+
+def test_demo_history_tells_its_story_and_is_charged_once(db):
+    seed_demo_at(SEEDED_AT)
+    days = Window.days(date(2026, 8, 22), date(2026, 11, 20), LA)
+    checkout = Project.objects.get(project_id="gen-lang-client-0100000002")
+    daily = defaultdict(Sums)
+    for (index, _), sums in usage_by_bucket(checkout.pk, days).items():
+        daily[days.bucket_starts[index].date()].add(sums)
+
+    # An incident 12 days ago (a Sunday here): most answers 5xx, and retries.
+    spike = date(2026, 11, 8)
+    assert (daily[spike].requests, daily[spike].server_errors) == (51, 28)
+    assert max(sums.server_errors for day, sums in daily.items() if day != spike) == 2
+    # Growth: the last full week against the first; and a weekend dip.
+    mondays = (date(2026, 8, 24), date(2026, 11, 9))
+    assert [sum(daily[monday + timedelta(days=n)].requests for n in range(7)) for monday in mondays] == [66, 172]
+    weekend = [sums.requests for day, sums in daily.items() if day.weekday() >= 5 and day != spike]
+    weekdays = [sums.requests for day, sums in daily.items() if day.weekday() < 5]
+    assert (round(sum(weekend) / len(weekend)), round(sum(weekdays) / len(weekdays))) == (7, 20)
+
+    # A day that hit RPD: the free tier's 100 requests of gemini-2.5-pro on 17 November (Pacific), then denials.
+    default = Project.objects.get(project_id="gen-lang-client-0100000001")
+    pro = next(row for row in limits_for_project(default, days) if row.model_id == "gemini-2.5-pro")
+    assert (pro.rpd, pro.peak_rpd, pro.denials) == (
+        100,
+        100,
+        {"GenerateRequestsPerDayPerProjectPerModel-FreeTier": 37},
+    )
+    pro_days = usage_by_bucket(default.pk, days, models=["gemini-2.5-pro"])
+    assert [days.bucket_starts[index].date() for (index, _), sums in pro_days.items() if sums.requests == 100] == [
+        date(2026, 11, 17)
+    ]
+
+    # Charged once, and the prototype's promotional credit is left for simulate_traffic.
+    main = BillingAccount.objects.get(display_name="Main billing account")
+    # Summed here, not by the database: SQLite sums decimals as floats.
+    charged = sum(UsageLine.objects.filter(account=main).values_list("amount", flat=True))
+    pending = sum(PendingCharge.objects.filter(account=main).values_list("amount_nanos", flat=True))
+    billed = sum(UsageEvent.objects.filter(account=main).values_list("cost", flat=True))
+    assert charged + D(pending) / 10**9 == billed  # every billed event charged once, to the nano-dollar
+    assert round(charged, 2) == D("106.01")
+    # billing/demo.py's charges (332.40) took the welcome credit (300) before the history's; 20.00 was paid.
+    assert ledger.balances(main) == ledger.Balances(D(0), D("12.40") + charged, D("332.40") + charged)
+    # The prototype was used only before its link (free).
+    prototype = Project.objects.get(project_id="gen-lang-client-0100000008")
+    assert UsageEvent.objects.filter(project=prototype).count() == 48
+    assert not UsageEvent.objects.filter(project=prototype, account__isnull=False).exists()
+    account = BillingAccount.objects.get(display_name="Prototype billing")
+    assert ledger.balances(account) == ledger.Balances(D("0.10"), D(0), D(0))

@@ -459,6 +459,21 @@ def test_an_event_without_a_reservation_adds_its_actual_usage(backend, check, re
     assert remaining(key)[TPM_FREE] == 149_990
 
 
+def test_late_usage_without_a_reservation_adds_nothing_to_the_current_windows(backend, check, report, event, free_key):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    key, raw = free_key
+    check(raw, tokens=100_000)
+
+    report(
+        event(key, input_tokens=10, output_tokens=0, occurred_at=(timezone.now() - timedelta(minutes=11)).isoformat())
+    )
+
+    assert remaining(key)[TPM_FREE] == 150_000  # only the estimate counts: the late usage is outside every window
+
+
 def storage(event: dict) -> dict:
     """The event made a cache_storage event (token-hours, no tokens, no status)."""
     fields = {name: value for name, value in event.items() if name not in ("status_code", "input_tokens")}

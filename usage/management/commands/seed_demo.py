@@ -10,7 +10,10 @@ from usage.demo import seed_usage
 
 
 class Command(BaseCommand):
-    help = "Load the demo users, projects, API keys, billing accounts and fleet token (idempotent)."
+    help = (
+        "Load the demo users, projects, API keys, billing accounts, fleet token and 90 days of usage history "
+        "(idempotent: a second run adds nothing)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -32,4 +35,5 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  fleet API: Authorization: Bearer {fleet_token}  (http://127.0.0.1:8000/api/v1/openapi.json)"
         )
+        self.stdout.write("  usage:     90 days of history on the demo projects at http://127.0.0.1:8000/usage/")
         self.stdout.write("  traffic:   .venv/bin/python manage.py simulate_traffic  (while the server runs)")
