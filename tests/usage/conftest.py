@@ -5,6 +5,7 @@ import pytest
 from django.utils import timezone
 
 from studio.models import Tier
+from tests.conftest import skip_or_fail
 from tests.factories import make_billed_project, make_key, make_project, make_user
 from usage import catalog
 
@@ -70,3 +71,11 @@ def _fresh_limiter(settings):
         redis.Redis.from_url(settings.REDIS_URL).flushdb()
     yield
     limiter._limiters.clear()
+
+
+@pytest.fixture
+def redis_url(settings) -> str:
+    """The Redis of REDIS_URL (its test database); the test skips without one, or fails where CI requires it."""
+    if not settings.REDIS_URL:
+        skip_or_fail("needs Redis: set REDIS_URL", required_by="REQUIRE_POSTGRES")
+    return settings.REDIS_URL

@@ -25,9 +25,9 @@ from redis.exceptions import RedisError
 import usage.jobs
 from studio.models import Tier
 from tests.concurrency import at_once
-from tests.conftest import skip_or_fail
 from tests.factories import make_billed_project, make_key, make_project, make_user
 from tests.studio.test_jobs import hold_lock_in_another_thread
+from tests.usage.redis_clock import quiet_moment
 from usage import admission, catalog
 from usage import limiter as limiter_registry
 from usage.denials import flush, record_past
@@ -58,25 +58,6 @@ RPM_FREE = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
 RPM_T1 = "GenerateRequestsPerMinutePerProjectPerModel-Tier1"
 TPM_T1 = "GenerateContentInputTokensPerModelPerMinute-Tier1"
 RPD_T1 = "GenerateRequestsPerDayPerProjectPerModel-Tier1"
-
-
-@pytest.fixture
-def redis_url(settings) -> str:
-    if not settings.REDIS_URL:
-        skip_or_fail("needs Redis: set REDIS_URL", required_by="REQUIRE_POSTGRES")
-    return settings.REDIS_URL
-
-
-def quiet_moment(client: redis.Redis) -> int:
-    """Wait (under ~2.5 s) until Redis's clock is early in a second and not in a minute's last 2 s; return it."""
-    while True:
-        seconds, micros = client.time()
-        if seconds % 60 >= 58:
-            time.sleep(60 - seconds % 60 - micros / 1e6 + 0.02)
-        elif not 10_000 <= micros < 500_000:
-            time.sleep((1_000_000 - micros) / 1e6 + 0.02 if micros >= 500_000 else 0.02)
-        else:
-            return seconds
 
 
 @dataclass

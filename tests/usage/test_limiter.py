@@ -22,7 +22,6 @@ import pytest
 import redis
 import time_machine
 
-from tests.conftest import skip_or_fail
 from usage.limiter import (
     KEY_TTL_MARGIN,
     MINUTE,
@@ -43,13 +42,6 @@ from usage.limiter import (
 FROZEN = datetime(2026, 1, 15, 12, 0, 30, 250_000, tzinfo=UTC)
 # Generous for tests that are about counting: a slow CI must not turn them into tests of the fallback.
 PATIENT = 1.0
-
-
-@pytest.fixture
-def redis_url(settings) -> str:
-    if not settings.REDIS_URL:
-        skip_or_fail("needs Redis: set REDIS_URL", required_by="REQUIRE_POSTGRES")
-    return settings.REDIS_URL
 
 
 @pytest.fixture

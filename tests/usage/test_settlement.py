@@ -24,6 +24,7 @@ from django.db import transaction
 from studio.models import Project
 from tests.conftest import skip_or_fail
 from tests.factories import make_billed_project, make_key, make_user
+from tests.usage.redis_clock import quiet_moment
 from usage import limiter as limiter_registry
 from usage.admission import limits_for, project_scope
 from usage.ingest import ingest
@@ -66,13 +67,6 @@ def used(tokens: int, micro_usd: int, reservation_id: str | None = None) -> Usag
 
 
 @pytest.fixture
-def redis_url(settings) -> str:
-    if not settings.REDIS_URL:
-        skip_or_fail("needs Redis: set REDIS_URL", required_by="REQUIRE_POSTGRES")
-    return settings.REDIS_URL
-
-
-@pytest.fixture
 def scope() -> str:
     return f"test-{secrets.token_hex(6)}"
 
@@ -87,18 +81,6 @@ def redis_client(redis_url: str, scope: str) -> Iterator[redis.Redis]:
         if keys:
             client.delete(*keys)
     client.close()
-
-
-def quiet_moment(client: redis.Redis) -> int:
-    """Wait (under ~2.5 s) until Redis's clock is early in a second and not in a minute's last 2 s; return it."""
-    while True:
-        seconds, micros = client.time()
-        if seconds % 60 >= 58:
-            time.sleep(60 - seconds % 60 - micros / 1e6 + 0.02)
-        elif not 10_000 <= micros < 500_000:
-            time.sleep((1_000_000 - micros) / 1e6 + 0.02 if micros >= 500_000 else 0.02)
-        else:
-            return seconds
 
 
 @dataclass
