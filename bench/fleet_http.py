@@ -679,9 +679,11 @@ class ChargeRunSample(NamedTuple):
 def charge_job(environment: dict[str, str], interval: float, ready, go, window, results) -> None:
     """The charge job as production runs it: `manage.py charge_usage` every `interval` seconds (huey's
     charge_usage job runs it every CHARGE_INTERVAL_SECONDS), here through call_command in one long-lived process with
-    a persistent connection, as huey's worker does. The first run is `interval` seconds after the clients start; the
-    last one starts after the window closed, so that every batch answered in the window has a run that started after
-    it. Puts its ChargeRunSample list on `results`."""
+    a persistent connection, as huey's worker does, on a steady tick (production schedules a minute's later runs from
+    the end of its first one: the same while runs are short, see bench/README.md). The first run is `interval` seconds
+    after the clients start; a tick that comes while a run is still going is skipped (huey's next charge_usage_later
+    finds the job's lock taken and does nothing), and the last run starts after the window closed, so that every batch
+    answered in the window has a run that started after it. Puts its ChargeRunSample list on `results`."""
     _die_with_parent()
     setup_django(environment)
     from django.core.management import call_command
@@ -698,7 +700,6 @@ def charge_job(environment: dict[str, str], interval: float, ready, go, window, 
     tick = time.monotonic() + interval
     while not runs or runs[-1].started < window.value:
         time.sleep(max(0.0, tick - time.monotonic()))
-        tick += interval
         output = io.StringIO()
         started, cpu, backend_cpu = time.monotonic(), time.process_time(), process_cpu_seconds(backend)
         call_command("charge_usage", stdout=output)
@@ -708,6 +709,7 @@ def charge_job(environment: dict[str, str], interval: float, ready, go, window, 
         accounts, lines = (int(charged[1]), int(charged[2])) if charged else (0, 0)
         cpu, backend_cpu = time.process_time() - cpu, process_cpu_seconds(backend) - backend_cpu
         runs.append(ChargeRunSample(started, finished, cpu, backend_cpu, accounts, lines, text))
+        tick += interval * max(1, math.ceil((finished - tick) / interval))  # the next tick after this run
     connection.close()
     results.put(runs)
 
@@ -801,9 +803,9 @@ def ingestion(
     title: str = "",
     job_environment: dict[str, str] | None = None,
     sampler: LockSampler | None = None,
-) -> tuple[int, bytes]:
+) -> tuple[int, bytes, float]:
     """One ingestion run, with the charge job running if `job_environment` is given; prints its figures, returns
-    (events accepted in all, one body that was sent)."""
+    (events accepted in all, one body that was sent, events accepted per second while timed)."""
     per_client = math.ceil(CEILING_EVENTS_PER_S * (args.warmup + args.duration) / BATCH / args.clients)
     arguments = (port, token, key_ids, per_client, replay_every, secrets.randbits(64), 0)  # new event ids every run
     extras = (charge_job_extra(job_environment, args.charge_interval),) if job_environment else ()
@@ -844,7 +846,47 @@ def ingestion(
         print(f"  NOTE: a client ran out of its {per_client} prepared batches: the figures are a lower bound")
     if errors:
         print(f"  ERRORS: {len(errors)} batches answered non-200 or with rejected events, e.g. {errors[0]}")
-    return sum(s.accepted for s in samples), run.results[0][2]
+    return sum(s.accepted for s in samples), run.results[0][2], accepted / args.duration
+
+
+def charging_runs(args, server_pid: int, port: int, seeded: Seeded, environment: dict[str, str]) -> tuple[int, bytes]:
+    """--charging: an ingestion run before the projects are billed, then --charging-rounds pairs of billed runs
+    without and with the charge job, ordered without-with, with-without, ... so that a steady drift (each run adds
+    millions of events to the tables, and throughput falls run after run) weighs on both alike. Prints the billed
+    runs' events/s side by side; returns (events accepted in all, one body that was sent)."""
+    sampler = LockSampler()
+    title = f"billed and charged every {args.charge_interval:g} s"
+    accepted, body, unbilled = ingestion(
+        args, server_pid, port, seeded.token, seeded.key_ids, 0, title="projects not billed", sampler=sampler
+    )
+    started = time.perf_counter()
+    seed_billing(seeded.user_id, seeded.project_ids, since=datetime.now(UTC) - timedelta(hours=2))
+    print(
+        f"\nbilled:     each project linked to its own billing account (USD {CREDIT_USD:,} credit) since 2 hours ago, "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+    rates: dict[bool, list[float]] = {False: [], True: []}  # charge job running: events/s of each run
+    for number in range(args.charging_rounds):
+        for charged in (False, True) if number % 2 == 0 else (True, False):
+            more, _, rate = ingestion(
+                args,
+                server_pid,
+                port,
+                seeded.token,
+                seeded.key_ids,
+                0,
+                title=title if charged else "billed",
+                job_environment=environment if charged else None,
+                sampler=sampler,
+            )
+            accepted += more
+            rates[charged].append(rate)
+    print("\nusage:report, events accepted/s while timed:")
+    print(f"  projects not billed               {unbilled:10,.0f}")
+    for charged, label in ((False, "billed"), (True, title)):
+        runs = ", ".join(f"{rate:,.0f}" for rate in rates[charged])
+        print(f"  {label:<33} {statistics.fmean(rates[charged]):10,.0f}   (mean of {runs})")
+    return accepted, body
 
 
 def admission(args, server_pid: int, port: int, token: str, raw_keys: list[str], log) -> None:
@@ -1103,36 +1145,12 @@ def main() -> int:
 
         server = start_gunicorn(command, port, environment, log)
         if args.charging:
-            sampler = LockSampler()
-            accepted, body = ingestion(
-                args, server.pid, port, token, key_ids, 0, title="projects not billed", sampler=sampler
-            )
-            started = time.perf_counter()
-            seed_billing(seeded.user_id, seeded.project_ids, since=datetime.now(UTC) - timedelta(hours=2))
-            print(
-                f"\nbilled:     each project linked to its own billing account (USD {CREDIT_USD:,} credit) since 2 "
-                f"hours ago, in {time.perf_counter() - started:.1f} s"
-            )
-            for _ in range(args.charging_rounds):
-                more, _ = ingestion(args, server.pid, port, token, key_ids, 0, title="billed", sampler=sampler)
-                accepted += more
-                more, _ = ingestion(
-                    args,
-                    server.pid,
-                    port,
-                    token,
-                    key_ids,
-                    0,
-                    title=f"billed and charged every {args.charge_interval:g} s",
-                    job_environment=environment,
-                    sampler=sampler,
-                )
-                accepted += more
+            accepted, body = charging_runs(args, server.pid, port, seeded, environment)
             connections.close_all()
         else:
-            accepted, body = ingestion(args, server.pid, port, token, key_ids, replay_every=0)
+            accepted, body, _ = ingestion(args, server.pid, port, token, key_ids, replay_every=0)
         if args.replay_every:
-            more, _ = ingestion(args, server.pid, port, token, key_ids, replay_every=args.replay_every)
+            more, _, _ = ingestion(args, server.pid, port, token, key_ids, replay_every=args.replay_every)
             accepted += more
         ok = sanity(port, token, accepted, body)
         if args.charging:
