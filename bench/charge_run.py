@@ -13,11 +13,16 @@ case, a few rounds of:
 Cases: 10 and 1,000 accounts with usage, each with --events events (default 20,000) and with 10× as many, so that
 one sees what the cost follows: accounts and statement lines (ingestion already summed the events), not events.
 
-    .venv/bin/python bench/charge_run.py [--events 20000] [--rounds 3] [--profile] [--database studio_bench_charge]
-        [--redis-url redis://127.0.0.1:6379/14] [--keep]
+    .venv/bin/python bench/charge_run.py [--events 20000] [--rounds 3] [--accounts 10 1000] [--no-tenfold] [--profile]
+        [--database studio_bench_charge] [--redis-url redis://127.0.0.1:6379/14] [--keep]
+
+Each round also prints "other": the share of the machine's CPUs that other processes (someone's tests, another
+benchmark) used while it ran. The machine is shared: with "other" high, wall times are long and CPU times are the
+figures to compare.
 """
 
 import argparse
+import os
 import random
 import secrets
 import signal
@@ -43,6 +48,7 @@ class Measured(NamedTuple):
     cpu: float  # seconds of this process
     backend_cpu: float  # seconds of its PostgreSQL backend
     queries: int
+    other: float  # share of all the machine's CPUs used meanwhile by other processes (e.g. someone's tests)
 
 
 def report_usage(rng: random.Random, key_ids: list[int], events: int) -> None:
@@ -69,6 +75,12 @@ class QueryCounter:
         return execute(sql, params, many, context)
 
 
+def machine_cpu(backend: int) -> dict[str, float]:
+    """CPU seconds so far: this process and its backend ("run"), the rest of this database's PostgreSQL, the machine's
+    busy and total (fleet_http.cpu_seconds, without a server or clients)."""
+    return fleet_http.cpu_seconds(-1, set(), {"run": {os.getpid(), backend}})
+
+
 def charge_once(backend: int) -> tuple[Measured, Counter[str]]:
     """One timed charge_pending(); also returns its statements by kind."""
     from django.db import connection
@@ -76,13 +88,19 @@ def charge_once(backend: int) -> tuple[Measured, Counter[str]]:
     from usage.charging import charge_pending
 
     counter = QueryCounter()
+    machine = machine_cpu(backend)
     with connection.execute_wrapper(counter):
         backend_cpu = fleet_http.process_cpu_seconds(backend)
         started, cpu = time.perf_counter(), time.process_time()
         run = charge_pending()
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         backend_cpu = fleet_http.process_cpu_seconds(backend) - backend_cpu
-    return Measured(run.accounts, run.lines, wall, cpu, backend_cpu, counter.kinds.total()), counter.kinds
+    used = {group: seconds - machine[group] for group, seconds in machine_cpu(backend).items()}
+    other = used["busy"] - sum(seconds for group, seconds in used.items() if group not in ("busy", "total"))
+    measured = Measured(
+        run.accounts, run.lines, wall, cpu, backend_cpu, counter.kinds.total(), max(other, 0) / used["total"]
+    )
+    return measured, counter.kinds
 
 
 def line(label: str, measured: Measured) -> str:
@@ -92,7 +110,8 @@ def line(label: str, measured: Measured) -> str:
         f"  {label:<24} {measured.accounts:5,.0f} accounts {measured.lines:6,.0f} lines   "
         f"wall {measured.wall * 1000:8,.0f} ms   "
         f"CPU {measured.cpu * 1000:7,.0f} ms + PostgreSQL {measured.backend_cpu * 1000:6,.0f} ms   "
-        f"{measured.queries:6,.0f} queries   {per_account:5.2f} ms/account   {per_line:5.2f} ms/line"
+        f"{measured.queries:6,.0f} queries   {per_account:5.2f} ms/account   {per_line:5.2f} ms/line   "
+        f"other {measured.other:.0%}"
     )
 
 
@@ -100,6 +119,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per round of the smaller cases")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (report, then charge) per case (default 3)")
+    parser.add_argument(
+        "--accounts", type=int, nargs="+", default=ACCOUNTS, choices=ACCOUNTS, help="cases' accounts (default: both)"
+    )
+    parser.add_argument(
+        "--tenfold",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the cases with 10× the events (default: yes)",
+    )
     parser.add_argument("--profile", action="store_true", help="also cProfile one more run of the largest case")
     fleet_http.add_target_arguments(parser, DB_NAME)
     args = parser.parse_args()
@@ -132,7 +160,8 @@ def main() -> int:
         report_usage(rng, seeded.key_ids[-1:], BATCH)  # warm-up: imports, catalog, staging table, first charge
         charge_once(backend)
 
-        cases = [(accounts, events) for accounts in ACCOUNTS for events in (args.events, args.events * MORE_EVENTS)]
+        sizes = (args.events, args.events * MORE_EVENTS) if args.tenfold else (args.events,)
+        cases = [(accounts, events) for accounts in args.accounts for events in sizes]
         summary = []
         for accounts, events in cases:
             print(f"\n{accounts:,} accounts with usage, {events:,} events before each run:")
@@ -144,8 +173,9 @@ def main() -> int:
                 measured, kinds = charge_once(backend)
                 rounds.append(measured)
                 print(line(f"round {number}", measured) + f"   (reported in {reported:.1f} s)")
-            per_account = ", ".join(f"{kind} {n / measured.accounts:.1f}" for kind, n in kinds.most_common())
-            print(f"  statements per account charged (last round): {per_account}")
+            by_kind = ", ".join(f"{kind} {n:,}" for kind, n in kinds.most_common())
+            per_account = kinds.total() / max(measured.accounts, 1)
+            print(f"  statements (last round): {by_kind}; {per_account:.2f} per account charged")
             median = Measured(*(statistics.median(values) for values in zip(*rounds, strict=True)))
             summary.append((accounts, events, median))
 

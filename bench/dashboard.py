@@ -11,11 +11,13 @@ rollup rows each read. Prints figures; it never asserts anything about timings.
 
     .venv/bin/python bench/dashboard.py [--database studio_dashboard_bench] [--events 10000000]
         [--projects 1000] [--calls 30] [--pages 15] [--keep] [--reuse] [--explain] [--jit-off]
+        [--zone ZONE] [--range RANGE] [--project busy|largest|median] [--profile N]
 
 See bench/README.md for what it seeds, how, and the figures.
 """
 
 import argparse
+import importlib
 import logging
 import math
 import os
@@ -44,6 +46,7 @@ SUM_COLUMNS = (
 )
 ROLLUP = "usage_usagerollup"
 DENIAL = "usage_quotadenial"
+PEAK = "usage_usagepeak"
 
 
 # --- Seeding --------------------------------------------------------------------------------------
@@ -61,7 +64,7 @@ def seed(total_events: int, project_count: int) -> dict:
         cursor.execute("SET maintenance_work_mem = '1GB'")
         # Bulk load: no triggers (the foreign keys' checks), indexes built once afterwards.
         cursor.execute("SET session_replication_role = replica")
-        indexes = _drop_indexes(cursor, [ROLLUP, DENIAL])
+        indexes = _drop_indexes(cursor, [ROLLUP, DENIAL, PEAK])
         start = time.perf_counter()
         busy_events = _busy_minutes(cursor, busy, keys[busy], end)
         plan = _sparse_plan(sparse, keys, total_events - busy_events)
@@ -75,6 +78,11 @@ def seed(total_events: int, project_count: int) -> dict:
         _coarser(cursor, DENIAL, "day", "hour", "model_id, quota_id, count")
         print(f"  hour and day rollups: {time.perf_counter() - start:.0f} s")
         start = time.perf_counter()
+        # The busiest minute of each hour (UsagePeak), as ingestion keeps it: computed from the minute rollups by the
+        # statement of the migration that added it.
+        cursor.execute(importlib.import_module("usage.migrations.0008_usage_peaks").BACKFILL)
+        print(f"  hour peaks: {time.perf_counter() - start:.0f} s")
+        start = time.perf_counter()
         for statement in indexes:
             cursor.execute(statement)
         cursor.execute("SET session_replication_role = DEFAULT")
@@ -87,6 +95,7 @@ def seed(total_events: int, project_count: int) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(f"VACUUM ANALYZE {ROLLUP}")
         cursor.execute(f"VACUUM ANALYZE {DENIAL}")
+        cursor.execute(f"VACUUM ANALYZE {PEAK}")
     print(f"  vacuum analyze: {time.perf_counter() - start:.0f} s")
     return read_meta()
 
@@ -355,7 +364,28 @@ def p50_p95(call, *, calls: int, warmup: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.quantiles(wall, n=20, method="inclusive")[-1]
 
 
-def measure(meta: dict, *, calls: int, pages: int, explain: bool) -> None:
+PROJECTS = {"busy": "busy", "largest": "sparse, largest", "median": "sparse, median"}
+
+
+def profile_usage_page(client, url: str, requests: int, top: int = 30) -> None:
+    """cProfile of `requests` Usage page requests (after one untimed): the top entries by own time
+    and by cumulative time."""
+    import cProfile
+    import pstats
+
+    client.get(url)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        client.get(url)
+    profiler.disable()
+    for order in ("tottime", "cumulative"):
+        print(f"\ncProfile of {requests} × GET {url}, top {top} by {order}:")
+        pstats.Stats(profiler).strip_dirs().sort_stats(order).print_stats(top)
+
+
+def measure(meta: dict, *, calls: int, pages: int, explain: bool, only: dict, profile: int = 0) -> None:
+    """The table; `only` narrows it ({"zones": [...], "ranges": [...], "projects": [...]}, empty: all)."""
     import functools
 
     import time_machine
@@ -366,23 +396,31 @@ def measure(meta: dict, *, calls: int, pages: int, explain: bool) -> None:
 
     measured = [("busy", meta["busy"]), ("sparse, largest", meta["sparse"][0]), ("sparse, median", meta["sparse"][1])]
     ids = dict(Project.objects.filter(pk__in=[pk for _, pk in measured]).values_list("pk", "project_id"))
+    if only.get("projects"):
+        measured = [(label, pk) for label, pk in measured if label in {PROJECTS[p] for p in only["projects"]}]
     # The pages read the clock: they run at the moment the data ends (as if seeded just now).
     now = meta["end"] - timedelta(seconds=1)
     traveller = time_machine.travel(now, tick=True)
     traveller.start()
     client = Client()
     client.force_login(User.objects.get(email=EMAIL))
+    if profile:
+        url = f"/usage/?project={ids[meta['busy']]}&range=90d&tz=Asia/Kolkata"
+        profile_usage_page(client, url, profile)
 
     print(f"\nusage_by_bucket / usage_by_key: {calls} timed calls after 3 warm-up; pages: {pages} after 2; ms")
+    print("(usage cpu: the Usage page's CPU p50 in this process, i.e. without PostgreSQL's work)")
     header = (
         f"{'project':<16} {'zone':<20} {'range':>5} {'bkts':>5} {'pieces':>6} {'rows':>7} {'events':>9} "
         f"{'bucket p50':>10} {'p95':>6} {'key p50':>7} {'p95':>6} {'q':>2} "
-        f"{'usage p50':>9} {'p95':>6} {'q':>2} {'limits p50':>10} {'p95':>6} {'q':>2}"
+        f"{'usage p50':>9} {'p95':>6} {'cpu':>5} {'q':>2} {'limits p50':>10} {'p95':>6} {'q':>2}"
     )
     print(header)
     for label, project in measured:
-        for zone in ZONES:
+        for zone in only.get("zones") or ZONES:
             for name, window in windows(now, zone).items():
+                if only.get("ranges") and name not in only["ranges"]:
+                    continue
                 rows, events = rows_read(project, window)
                 by_bucket = functools.partial(usage_by_bucket, project, window)
                 by_key = functools.partial(usage_by_key, project, window)
@@ -394,13 +432,15 @@ def measure(meta: dict, *, calls: int, pages: int, explain: bool) -> None:
                     response = client.get(url)
                     assert response.status_code == 200, f"{url}: HTTP {response.status_code}"
                     get = functools.partial(client.get, url)
-                    cells.append((*p50_p95(get, calls=pages, warmup=2), queries_of(get)))
-                (usage_p50, usage_p95, usage_q), (limits_p50, limits_p95, limits_q) = cells
+                    wall, cpu, _faults = time_requests(get, warmup=2, requests=pages)
+                    p95 = statistics.quantiles(wall, n=20, method="inclusive")[-1]
+                    cells.append((statistics.median(wall), p95, statistics.median(cpu), queries_of(get)))
+                (usage_p50, usage_p95, usage_cpu, usage_q), (limits_p50, limits_p95, _cpu, limits_q) = cells
                 print(
                     f"{label:<16} {zone:<20} {name:>5} {len(window.edges) - 1:>5} {len(pieces(window)):>6} "
                     f"{rows:>7,} {events:>9,} {bucket_p50:>10.1f} {bucket_p95:>6.1f} {key_p50:>7.1f} "
-                    f"{key_p95:>6.1f} {queries_of(by_bucket):>2} {usage_p50:>9.1f} {usage_p95:>6.1f} {usage_q:>2} "
-                    f"{limits_p50:>10.1f} {limits_p95:>6.1f} {limits_q:>2}"
+                    f"{key_p95:>6.1f} {queries_of(by_bucket):>2} {usage_p50:>9.1f} {usage_p95:>6.1f} "
+                    f"{usage_cpu:>5.1f} {usage_q:>2} {limits_p50:>10.1f} {limits_p95:>6.1f} {limits_q:>2}"
                 )
     if explain:
         explain_read(meta["busy"], windows(now, "Asia/Kolkata")["90d"])
@@ -440,6 +480,12 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="measure a database kept by --keep (no seeding)")
     parser.add_argument("--explain", action="store_true", help="also print the plan of the 90-day read in India")
     parser.add_argument("--jit-off", action="store_true", help="connect with jit=off (PostgreSQL's default is on)")
+    parser.add_argument("--zone", action="append", choices=ZONES, help="measure only this zone (repeatable)")
+    parser.add_argument("--range", action="append", choices=RANGES, help="measure only this range (repeatable)")
+    parser.add_argument("--project", action="append", choices=list(PROJECTS), help="measure only this project")
+    parser.add_argument(
+        "--profile", type=int, metavar="N", default=0, help="first cProfile N Usage page requests (busy, 90 d, India)"
+    )
     args = parser.parse_args()
 
     if not args.reuse:
@@ -470,7 +516,8 @@ def main() -> None:
         )
         print_versions()
         print(f"load:       {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1, 5, 15 min)")
-        measure(meta, calls=args.calls, pages=args.pages, explain=args.explain)
+        only = {"zones": args.zone, "ranges": args.range, "projects": args.project}
+        measure(meta, calls=args.calls, pages=args.pages, explain=args.explain, only=only, profile=args.profile)
         print(f"load:       {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1, 5, 15 min)")
         connections.close_all()
     finally:

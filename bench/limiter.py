@@ -3,7 +3,7 @@
 RedisLimiter checks three limits (RPM, TPM, RPD) of one scope per call, in one Lua script; django-ratelimit checks one
 limit ("1000/m", fixed key and group, increment=True) through Django's Redis cache. The in-process limiter is timed
 too, for reference. Both limiters are also timed with the four limits admission checks (RPM, TPM, RPD, spend), whose
-TPM and spend estimates are reserved until the usage is reported: the check writes that reservation too. Limits of
+TPM and spend estimates are reserved until the usage is reported: the check signs a reservation id. Limits of
 the RedisLimiter are high enough never to deny; django-ratelimit's starts answering "limited" after 1,000 calls a
 minute, which costs it the same work. Prints figures; it never asserts anything.
 

@@ -10,7 +10,9 @@ falls on both alike. For each version:
   recorded: one more hash field increment in the same script call).
 
 With --control, a second copy of the working tree's limiter is timed as a third version: what it differs from "after"
-is the noise floor of the comparison (on a shared 2-CPU VM, several microseconds).
+is the noise floor of the comparison (on a shared 2-CPU VM, several microseconds). With --cap, the working tree's
+limiter is also timed with a fifth limit, a project's monthly spend cap (window pacific_month, seeded once), as the
+version "after, capped": what it differs from "before" is what a capped project's check costs more.
 
 Prints, per round and contender, p50 / p99 / mean wall-clock microseconds per check, this process's CPU microseconds
 per check, and Redis's own time per script call from INFO commandstats (cmdstat_evalsha: the whole server's, so the
@@ -18,7 +20,7 @@ calls column says whether anyone else ran scripts meanwhile; it should equal the
 the rounds. Prints figures; it never asserts anything.
 
     .venv/bin/python bench/limiter_compare.py --baseline 7681b04 [--checks 5000] [--warmup 200] [--rounds 5]
-        [--control] [--redis-url redis://127.0.0.1:6379/0]
+        [--control] [--cap] [--redis-url redis://127.0.0.1:6379/0]
 
 Needs Redis. The script deletes its own keys ("rl:", "rsv:" and "dn:" under its bench scope) afterwards.
 """
@@ -122,6 +124,7 @@ def main() -> None:
     parser.add_argument(
         "--control", action="store_true", help="also time a second copy of the working tree's limiter (noise floor)"
     )
+    parser.add_argument("--cap", action="store_true", help="also time the working tree's check with a spend cap")
     args = parser.parse_args()
     setup_django(args.redis_url)
 
@@ -142,11 +145,24 @@ def main() -> None:
     versions = [("before", baseline), ("after", current)]
     if args.control:
         versions.append(("after, copy", load_module(ROOT / "usage" / "limiter.py", "limiter_copy")))
+    if args.cap:
+        versions.append(("after, capped", current))
     scope = f"bench-{secrets.token_hex(4)}"
     kinds = ["Redis, admitted", "Redis, refused", "in-process, admitted", "in-process, refused"]
     contenders: dict[str, Callable[[], object]] = {}
     for label, module in versions:
         admitted, refused = admission_limits(module, rpm=10**9), admission_limits(module, rpm=0)
+        if label == "after, capped":
+            cap = module.Limit(
+                "ProjectMonthlySpendCap",
+                module.PACIFIC_MONTH,
+                10**15,
+                360,
+                counter="ProjectMonthlySpendCap:0",
+                settles="month_micro_usd",
+                seed=lambda month: 0,
+            )
+            admitted, refused = [*admitted, cap], [*refused, cap]
         through_redis, in_process = module.RedisLimiter(args.redis_url), module.InProcessLimiter()
         # The baseline's check takes no model; the current one records a refusal under it.
         extra = {} if module is baseline else {"model": "gemini-2.5-flash"}

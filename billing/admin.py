@@ -7,8 +7,12 @@ from billing.models import (
     BillingAccount,
     BillingAdministrator,
     BillingPeriod,
+    Budget,
+    BudgetAlert,
     Country,
     Credit,
+    CreditExpiry,
+    CreditReminder,
     LedgerEntry,
     PaymentMethod,
     PaymentsProfile,
@@ -275,3 +279,91 @@ class UsageLineAdmin(ReadOnlyAdmin):
     search_fields = ["account__account_id", "project__project_id", "model_id"]
     list_select_related = ["account", "project"]
     show_full_result_count = False
+
+
+@admin.register(Budget)
+class BudgetAdmin(ReadOnlyAdmin):
+    """Budgets are changed by the account's administrators on the billing page (audited)."""
+
+    list_display = ["account", "project", "amount", "thresholds", "created_by", "updated_at"]
+    search_fields = ["account__account_id", "project__project_id"]
+    list_select_related = ["account", "project", "created_by"]
+
+
+@admin.register(BudgetAlert)
+class BudgetAlertAdmin(ReadOnlyAdmin):
+    list_display = ["sent_at", "budget", "month", "percent", "basis", "amount", "spend", "forecast"]
+    list_filter = ["basis", "month"]
+    search_fields = ["budget__account__account_id", "budget__project__project_id"]
+    list_select_related = ["budget__account"]
+
+
+@admin.register(CreditExpiry)
+class CreditExpiryAdmin(ReadOnlyAdmin):
+    """Written by the expire_credits job: one per expired credit, with its write-off entry (if any)."""
+
+    list_display = ["processed_at", "credit", "amount", "entry"]
+    search_fields = ["credit__account__account_id"]
+    list_select_related = ["credit__account", "entry"]
+
+
+@admin.register(CreditReminder)
+class CreditReminderAdmin(ReadOnlyAdmin):
+    list_display = ["sent_at", "credit", "days_before", "remaining", "recipients"]
+    list_filter = ["days_before"]
+    search_fields = ["credit__account__account_id"]
+    list_select_related = ["credit__account"]
+
+
+# Statements (R19): written by the issue_statements and charge_statements jobs; read-only here.
+from billing.models import Statement, StatementLine, StatementPayment  # noqa: E402
+
+
+class StatementLineInline(admin.TabularInline):
+    model = StatementLine
+    fields = [
+        "position",
+        "kind",
+        "usage_month",
+        "project",
+        "model_id",
+        "sku",
+        "quantity",
+        "events",
+        "exact_amount",
+        "amount",
+    ]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class StatementPaymentInline(admin.TabularInline):
+    model = StatementPayment
+    fields = ["attempt", "amount", "payment_method", "status", "failure_code", "processor_reference", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Statement)
+class StatementAdmin(ReadOnlyAdmin):
+    list_display = ["month", "account", "status", "usage_total", "credits_total", "amount_due", "issued_at", "paid_at"]
+    list_filter = ["status", "month"]
+    search_fields = ["account__account_id"]
+    list_select_related = ["account"]
+    inlines = [StatementLineInline, StatementPaymentInline]
+
+
+@admin.register(StatementPayment)
+class StatementPaymentAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "statement", "attempt", "amount", "status", "failure_code"]
+    list_filter = ["status"]
+    search_fields = ["statement__account__account_id", "processor_reference"]
+    list_select_related = ["statement__account"]

@@ -256,3 +256,25 @@ class RefundForm(forms.Form):
     reason = forms.CharField(
         label=_("Reason"), widget=forms.Textarea(attrs={"rows": 3}), max_length=1000, required=False
     )
+
+
+class StatementPaymentForm(forms.Form):
+    """Pay a past-due statement (dunning): one of the payer's cards or a new one (`CardForm`)."""
+
+    attempt = forms.UUIDField(widget=forms.HiddenInput)
+    method = forms.ChoiceField(label=_("Pay with"), widget=forms.RadioSelect)
+    make_primary = forms.BooleanField(
+        label=_("If the payment succeeds, make this card the account's primary payment method"),
+        required=False,
+        initial=True,
+    )
+
+    def __init__(self, *args, methods, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.methods = {str(m.pk): m for m in methods}
+        self.fields["method"].choices = [*[(str(m.pk), str(m)) for m in methods], (NEW_CARD, _("A new card"))]
+        self.fields["method"].initial = NEW_CARD
+
+    def clean_method(self):
+        value = self.cleaned_data["method"]
+        return value if value == NEW_CARD else self.methods[value]

@@ -26,6 +26,7 @@ from billing.models import (
     PrepaymentStatus,
     ProjectBilling,
     SetupSession,
+    SuspensionReason,
 )
 from billing.models.wizard import SetupFlow
 from billing.processor import get_processor
@@ -89,22 +90,37 @@ def reevaluate_projects(account: BillingAccount, *, by, reason: str, from_states
         tiers.set_project_tier(link.project, *state, by=by, reason=reason, linked_to=account, from_states=from_states)
 
 
-def set_account_status(account: BillingAccount, status: str, *, by, reason: str) -> BillingAccount:
-    """Suspend, reinstate or close a billing account (staff, R25); its projects follow (R18)."""
+def set_account_status(
+    account: BillingAccount,
+    status: str,
+    *,
+    by,
+    reason: str,
+    cause: str = SuspensionReason.STAFF,
+    actor_kind: str | None = ActorKind.STAFF,
+) -> BillingAccount:
+    """Suspend, reinstate or close a billing account; its projects follow (R18).
+
+    Staff (R25) by default; dunning (`billing.dunning`) suspends with `cause=PAST_DUE` as the
+    system and reinstates as the system or the administrator who paid (`actor_kind=None`: decided
+    by `by`). A suspension keeps its cause (a reinstatement clears it), so a payment lifts only
+    dunning's own suspension; staff suspending a suspended account make the suspension theirs.
+    """
     with transaction.atomic():
         locked = BillingAccount.objects.select_for_update().get(pk=account.pk)
-        if locked.status == status:
+        suspension_reason = cause if status == AccountStatus.SUSPENDED else ""
+        if (locked.status, locked.suspension_reason) == (status, suspension_reason):
             return locked
-        before = locked.status
-        locked.status = status
-        locked.save(update_fields=["status"])
+        before = {"status": locked.status, "suspension_reason": locked.suspension_reason}
+        locked.status, locked.suspension_reason = status, suspension_reason
+        locked.save(update_fields=["status", "suspension_reason"])
         AuditEvent.record(
             actor=by,
-            actor_kind=ActorKind.STAFF,
+            actor_kind=actor_kind,
             action="billing_account.status",
             obj=locked,
-            before={"status": before},
-            after={"status": status},
+            before=before,
+            after={"status": status, "suspension_reason": suspension_reason},
             reason=reason,
         )
         reevaluate_projects(locked, by=by, reason=gettext_noop("Billing account status changed"))

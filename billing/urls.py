@@ -1,6 +1,7 @@
 from django.urls import path
 
-from billing.views import accounts, prepayment, setup, tiers
+from billing.views import accounts, budgets, prepayment, setup, tiers
+from billing.views import statements as statement_views
 
 app_name = "billing"
 urlpatterns = [
@@ -29,6 +30,13 @@ urlpatterns = [
     ),
     path("accounts/<str:account_id>/notice/dismiss/", prepayment.dismiss_notice, name="dismiss-notice"),
     path("accounts/<str:account_id>/refund/", prepayment.refund, name="refund"),
+    path("accounts/<str:account_id>/statements/<str:month>/", statement_views.statement, name="statement"),
+    path("accounts/<str:account_id>/statements/<str:month>/csv/", statement_views.statement_csv, name="statement-csv"),
+    path("accounts/<str:account_id>/statements/<str:month>/pdf/", statement_views.statement_pdf, name="statement-pdf"),
+    path("accounts/<str:account_id>/statements/<str:month>/pay/", statement_views.pay, name="statement-pay"),
+    path("accounts/<str:account_id>/budgets/new/", budgets.create, name="budget-create"),
+    path("accounts/<str:account_id>/budgets/<int:budget_id>/", budgets.edit, name="budget-edit"),
+    path("accounts/<str:account_id>/budgets/<int:budget_id>/delete/", budgets.delete, name="budget-delete"),
     path("projects/<str:project_id>/upgrade/", tiers.upgrade, name="upgrade"),
     path("projects/<str:project_id>/tier/", tiers.tier_progress, name="tier-progress"),
     path("payment-methods/add/", accounts.add_payment_method, name="add-payment-method"),

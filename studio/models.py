@@ -217,6 +217,13 @@ class Project(models.Model):
     )
     # Set by tier evaluation when the project meets the next tier's criteria.
     upgrade_available = models.BooleanField(_("upgrade available"), default=False)
+    # X4: paid requests stop when the Pacific month's spend would pass it (usage.spendcap); None: no cap. Written only
+    # by `set_spend_cap`. `spend_cap_since` is when the cap was last set where there was none: admission's counter of
+    # the month's spend is named by it, so a cap set again starts from the books, not from a count kept meanwhile.
+    monthly_spend_cap = models.DecimalField(
+        _("monthly spend cap (USD)"), max_digits=12, decimal_places=2, null=True, blank=True
+    )
+    spend_cap_since = models.DateTimeField(_("spend cap since"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
 
@@ -233,6 +240,11 @@ class Project(models.Model):
             models.CheckConstraint(
                 condition=Q(upgrade_available=False) | Q(tier__in=["tier_1", "tier_2"]),
                 name="upgrade_only_below_top_paid_tier",
+            ),
+            models.CheckConstraint(
+                condition=Q(monthly_spend_cap__isnull=True, spend_cap_since__isnull=True)
+                | Q(monthly_spend_cap__gte=0, spend_cap_since__isnull=False),
+                name="spend_cap_has_its_start",
             ),
         ]
 
@@ -261,6 +273,30 @@ class Project(models.Model):
     def is_writable_by(self, user) -> bool:
         """Whether `user` imported this project and may change it (Owner or Editor): one query."""
         return Project.objects.writable_by(user).filter(pk=self.pk).exists()
+
+    def set_spend_cap(self, amount, *, by) -> bool:
+        """Set the monthly spend cap to `amount` (a Decimal in USD), or remove it (None). Admission applies it to the
+        next request. Returns False if the cap already was `amount` (nothing changed, nothing recorded)."""
+        with transaction.atomic():
+            project = Project.objects.select_for_update().get(pk=self.pk)
+            before = project.monthly_spend_cap
+            if before == amount:
+                return False
+            project.monthly_spend_cap = amount
+            if amount is None:
+                project.spend_cap_since = None
+            elif before is None:
+                project.spend_cap_since = timezone.now()
+            project.save(update_fields=["monthly_spend_cap", "spend_cap_since"])
+            self.monthly_spend_cap, self.spend_cap_since = project.monthly_spend_cap, project.spend_cap_since
+            AuditEvent.record(
+                actor=by,
+                action="project.spend_cap",
+                obj=project,
+                before={"monthly_spend_cap": None if before is None else str(before)},
+                after={"monthly_spend_cap": None if amount is None else str(amount)},
+            )
+            return True
 
 
 class Role(models.TextChoices):

@@ -43,6 +43,8 @@ def _secret(name: str, development_value: str) -> str:
 
 
 SECRET_KEY = _secret("SECRET_KEY", "dev-only-insecure-secret-key-do-not-use-in-production")
+# Keys SECRET_KEY was before a rotation, still accepted for what they signed (sessions, reservation ids).
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 # Keyed hash for API key secrets. Kept apart from SECRET_KEY so that rotating session signing
 # does not invalidate every issued API key.
 API_KEY_PEPPER = _secret("API_KEY_PEPPER", "dev-only-api-key-pepper")
@@ -260,6 +262,8 @@ TEST_PROCESSOR_TIMEOUT_CARD = env("TEST_PROCESSOR_TIMEOUT_CARD", default="400000
 WELCOME_CREDIT_AMOUNT = Decimal(env("WELCOME_CREDIT_AMOUNT", default="300"))
 WELCOME_CREDIT_DAYS = env.int("WELCOME_CREDIT_DAYS", default=90)
 PREPAYMENT_DEFAULT_AMOUNT = Decimal(env("PREPAYMENT_DEFAULT_AMOUNT", default="10"))
+# The console's address as people reach it, for links in e-mail written by jobs (no request to ask).
+SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
 # Usage (SPEC §4): how long a process keeps its catalog snapshot (prices, limits).
 CATALOG_TTL_SECONDS = env.int("CATALOG_TTL_SECONDS", default=30)

@@ -8,7 +8,7 @@ moves them to the dashboard's QuotaDenial rows.
 
 import math
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -19,7 +19,7 @@ from django.utils.dateparse import parse_datetime
 from billing.models import AccountStatus, BillingAccount, ProjectBilling
 from studio import keyformat
 from studio.models import ApiKey, Project, Tier, effective_tier
-from usage import denials
+from usage import denials, spendcap
 from usage.catalog import get_catalog
 from usage.limiter import MINUTE, PACIFIC_DAY, ROLLING_10M, Counter, Limit, get_limiter
 from usage.rating import rate
@@ -38,9 +38,10 @@ def quota_ids(tier: str) -> dict[str, str]:
     }
 
 
-# The unit of each quota's limit and remaining: the spend quota counts micro-USD (1 USD = 1,000,000).
+# The unit of each quota's limit and remaining: the spend quotas count micro-USD (1 USD = 1,000,000).
 UNITS = {"rpm": "requests", "tpm": "tokens", "rpd": "requests", "spend": "micro_usd"}
 QUOTA_UNITS = {quota_id: UNITS[name] for tier in TIER_SUFFIX for name, quota_id in quota_ids(tier).items()}
+QUOTA_UNITS[spendcap.QUOTA_ID] = "micro_usd"
 
 # What replaces the admission estimates when the usage is reported (usage.settlement): TPM counts the input tokens of
 # requests that count against quota, the spend limit what they cost (micro-USD). RPM and RPD count 1, exactly.
@@ -51,7 +52,8 @@ SPEND_WINDOW = ROLLING_10M
 
 
 def project_scope(project_pk: int) -> str:
-    """The limiter scope of a project: all of its counters (and reservations) live under one Redis hash tag."""
+    """The limiter scope of a project: all of its counters live under one Redis hash tag (and its reservation ids
+    are signed for it)."""
     return f"p{project_pk}"
 
 
@@ -84,6 +86,8 @@ class Admittee:
     tier: str
     billing_state: str
     account_status: str | None  # None: no billing account linked
+    monthly_spend_cap: Decimal | None = None  # as on the Project (None: no cap); a number or text on SQLite
+    spend_cap_since: datetime | None = None
 
 
 def _lookup_sql() -> str:
@@ -92,7 +96,8 @@ def _lookup_sql() -> str:
     key, project = ApiKey._meta.db_table, Project._meta.db_table
     link, account = ProjectBilling._meta.db_table, BillingAccount._meta.db_table
     return (
-        f"SELECT k.id, k.last_used_at, p.id, p.project_id, p.tier, p.billing_state, a.status "  # noqa: S608
+        f"SELECT k.id, k.last_used_at, p.id, p.project_id, p.tier, p.billing_state, a.status, "  # noqa: S608
+        f"p.monthly_spend_cap, p.spend_cap_since "
         f"FROM {key} k JOIN {project} p ON p.id = k.project_id "
         f"LEFT JOIN {link} b ON b.project_id = p.id LEFT JOIN {account} a ON a.id = b.account_id "
         f"WHERE k.secret_hash = %s AND k.revoked_at IS NULL"
@@ -113,13 +118,27 @@ def find_admittee(raw_key: str) -> Admittee | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    key_id, last_used_at, project_pk, project_id, tier, billing_state, account_status = row
-    if isinstance(last_used_at, str):  # SQLite hands raw timestamps back as text, without a zone
-        last_used_at = parse_datetime(last_used_at)
-    if last_used_at is not None and timezone.is_naive(last_used_at):
-        last_used_at = timezone.make_aware(last_used_at, UTC)
+    key_id, last_used_at, project_pk, project_id, tier, billing_state, account_status, cap, cap_since = row
+    last_used_at = _aware(last_used_at)
     ApiKey(pk=key_id, last_used_at=last_used_at).mark_used()
-    return Admittee(key_id, project_pk, project_id, tier, billing_state, account_status)
+    return Admittee(
+        key_id,
+        project_pk,
+        project_id,
+        tier,
+        billing_state,
+        account_status,
+        cap,
+        None if cap is None else _aware(cap_since),
+    )
+
+
+def _aware(moment):
+    if isinstance(moment, str):  # SQLite hands raw timestamps back as text, without a zone
+        moment = parse_datetime(moment)
+    if moment is not None and timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, UTC)
+    return moment
 
 
 INVALID_KEY = Denial(400, "INVALID_ARGUMENT", "API_KEY_INVALID", "API key not valid. Please pass a valid API key.")
@@ -149,8 +168,9 @@ def spend_estimate(model, price, *, kind: str, input_tokens: int) -> int:
 def limits_for(
     project, model_id: str, *, estimated_input_tokens: int, kind: str = "generate", catalog=None
 ) -> list[Limit]:
-    """The limits that apply to one request of `project` (a Project or an Admittee: `tier` and
-    `billing_state` are read) on `model_id`, at its current tier."""
+    """The limits that apply to one request of `project` (a Project or an Admittee: `pk` or `project_pk`, `tier`,
+    `billing_state`, `monthly_spend_cap` and `spend_cap_since` are read) on `model_id`, at its current tier: the
+    model's RPM, TPM and RPD, the tier's spend limit, and the project's monthly spend cap (usage.spendcap)."""
     catalog = catalog or get_catalog()
     tier = effective_tier(project.tier, project.billing_state)
     ids = quota_ids(tier)
@@ -167,19 +187,29 @@ def limits_for(
                 counter = per_model_counter(quota_id, model_id)
                 limits.append(Limit(quota_id, window, value, cost, counter=counter, settles=settles))
     spend = catalog.spend_limits.get(tier)
+    capped = project.monthly_spend_cap is not None and spendcap.applies(tier)
+    if spend is None and not capped:
+        return limits
     price = catalog.price_at(model_id, timezone.now())
     model = catalog.models.get(model_id)
-    if spend is not None and price is not None and price.input is not None and model is not None:
-        estimate = spend_estimate(model, price, kind=kind, input_tokens=estimated_input_tokens)
+    priced = price is not None and price.input is not None and model is not None
+    estimate = spend_estimate(model, price, kind=kind, input_tokens=estimated_input_tokens) if priced else 0
+    if spend is not None and priced:
         micro_usd = int(spend.usd_per_10_minutes * MICRO)
         limits.append(Limit(ids["spend"], SPEND_WINDOW, micro_usd, estimate, settles=MICRO_USD))
+    if capped:
+        pk = project.project_pk if isinstance(project, Admittee) else project.pk
+        cap = spendcap.cap_micro_usd(project.monthly_spend_cap)
+        limits.append(spendcap.cap_limit(pk, cap, project.spend_cap_since, estimate))
     return limits
 
 
-def settlement_counters(tier: str, model_id: str, catalog) -> dict[str, Counter]:
+def settlement_counters(tier: str, model_id: str, catalog, *, spend_cap_since=None) -> dict[str, Counter]:
     """Where reported usage of `model_id` counts for a project at `tier` (its effective tier) when no reservation
-    of it is found: {INPUT_TOKENS: its TPM counter, MICRO_USD: the spend counter}, each only if the tier has that
-    limit. The same counters as `limits_for` names, so that the next check reads what was reported."""
+    of it is found: {INPUT_TOKENS: its TPM counter, MICRO_USD: the spend counter, MONTH_MICRO_USD: the monthly spend
+    cap's (given `spend_cap_since` of a capped project)}, each only if it has that limit. The same counters as
+    `limits_for` names (with the same rule for an unpriced model: the spend limit's estimate needs a price, the cap
+    counts without one), so that the next check reads what was reported."""
     ids = quota_ids(tier)
     counters = {}
     rate = catalog.rate_limits.get((tier, model_id))
@@ -187,6 +217,8 @@ def settlement_counters(tier: str, model_id: str, catalog) -> dict[str, Counter]
         counters[INPUT_TOKENS] = Counter(per_model_counter(ids["tpm"], model_id), TPM_WINDOW)
     if tier in catalog.spend_limits:
         counters[MICRO_USD] = Counter(ids["spend"], SPEND_WINDOW)
+    if spend_cap_since is not None and spendcap.applies(tier):
+        counters[spendcap.MONTH_MICRO_USD] = spendcap.cap_counter(spend_cap_since)
     return counters
 
 

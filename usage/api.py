@@ -19,7 +19,7 @@ from ninja.errors import ValidationError as RequestValidationError
 from ninja.security import HttpBearer
 from pydantic import Field
 
-from usage import admission
+from usage import admission, spendcap
 from usage.ingest import EVENTS, MAX_BATCH, MAX_TOKENS, RESERVATION_ID_PATTERN, ingest
 from usage.middleware import MAX_BODY_BYTES, problem
 from usage.models import FleetToken
@@ -113,10 +113,14 @@ DENIAL_REASONS = {
     "RATE_LIMIT_EXCEEDED": (429, "RESOURCE_EXHAUSTED", "a quota is used up: `quota_id` names it"),
 }
 QUOTA_ID_PATTERN = (
-    "^(GenerateRequestsPerMinutePerProjectPerModel|GenerateContentInputTokensPerModelPerMinute"
-    "|GenerateRequestsPerDayPerProjectPerModel|GenerateSpendPer10MinutesPerProject)-(FreeTier|Tier1|Tier2|Tier3)$"
+    "^((GenerateRequestsPerMinutePerProjectPerModel|GenerateContentInputTokensPerModelPerMinute"
+    "|GenerateRequestsPerDayPerProjectPerModel|GenerateSpendPer10MinutesPerProject)-(FreeTier|Tier1|Tier2|Tier3)"
+    f"|{spendcap.QUOTA_ID})$"
 )
-UNIT_TEXT = "`requests` (RPM, RPD), `tokens` (TPM: input tokens), `micro_usd` (spend: 1 USD = 1,000,000 micro-USD)"
+UNIT_TEXT = (
+    "`requests` (RPM, RPD), `tokens` (TPM: input tokens), `micro_usd` (the spend limit and the project's monthly "
+    "spend cap: 1 USD = 1,000,000 micro-USD)"
+)
 
 
 class CheckIn(Schema):
@@ -143,7 +147,10 @@ class LimitOut(Schema):
     unit: Literal["requests", "tokens", "micro_usd"] = Field(
         description=f"The unit of limit and remaining: {UNIT_TEXT}."
     )
-    reset_seconds: int = Field(description="Seconds until the window rolls (RPD: midnight America/Los_Angeles).")
+    reset_seconds: int = Field(
+        description="Seconds until the window rolls (RPD: midnight America/Los_Angeles; the monthly spend cap: "
+        "midnight America/Los_Angeles at the end of the month)."
+    )
 
 
 class ErrorOut(Schema):
@@ -176,12 +183,15 @@ class CheckOut(Schema):
     reservation_id: str | None = Field(
         None,
         pattern=RESERVATION_ID_PATTERN,
-        description="Admitted and counted requests only (not `count_tokens`): the TPM and spend limits counted an "
+        description="Admitted and counted requests only (not `count_tokens`): the TPM and spend limits (and a capped "
+        "project's monthly spend cap) counted an "
         "estimate of this request, reserved under this id. Pass it back as `reservation_id` on the usage event "
         "(usage:report) so that the estimate is replaced by the actual usage; without it the actual usage is "
         f"counted in addition to the estimate. A reservation lapses after {settings.RESERVATION_TTL_SECONDS} "
-        "seconds (RESERVATION_TTL_SECONDS).",
-        examples=["mJ8f3kQ2bX-4tV7yZ1pA_w"],
+        "seconds (RESERVATION_TTL_SECONDS). Opaque, at most 64 characters: the id is the reservation itself "
+        "(signed), taken only with usage of the same project and model; checks alike in the same second may get "
+        "the same id, and each event that carries one settles it.",
+        examples=["r1_6b0fed33_4b0_168_327f1df98d20faa9"],
     )
     error: ErrorOut | None = Field(None, description="Why it is denied; null when allowed.")
 
@@ -232,7 +242,7 @@ ALLOWED = {
             "reset_seconds": 600,
         },
     ],
-    "reservation_id": "mJ8f3kQ2bX-4tV7yZ1pA_w",
+    "reservation_id": "r1_6b0fed33_4b0_168_327f1df98d20faa9",
     "error": None,
 }
 
@@ -277,6 +287,27 @@ CHECK_EXAMPLES = {
         unit="micro_usd",
         retry_delay_seconds=312,
     ),
+    "ProjectMonthlySpendCap": {
+        **_denied(
+            "RATE_LIMIT_EXCEEDED",
+            f"You exceeded your current quota: {spendcap.QUOTA_ID}, limit 50000000. Please retry in 1036800s.",
+            limits=[
+                *ALLOWED["limits"],
+                {
+                    "quota_id": spendcap.QUOTA_ID,
+                    "limit": 50_000_000,
+                    "remaining": 1_200,
+                    "unit": "micro_usd",
+                    "reset_seconds": 1_036_800,
+                },
+            ],
+            quota_id=spendcap.QUOTA_ID,
+            limit=50_000_000,
+            unit="micro_usd",
+            retry_delay_seconds=1_036_800,
+        ),
+        "summary": "Denied: the project's monthly spend cap (RATE_LIMIT_EXCEEDED)",
+    },
 }
 ERROR_ID = "0f3c8e2a9b7d4c1e8a6f5b3d2c1e0f9a"
 

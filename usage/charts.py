@@ -6,14 +6,17 @@ as a data table next to it (the SVG's text alternative for screen readers and fo
 the geometry is computed; templates/usage/includes/chart.html draws it.
 
 Numbers are formatted here, in the request's language, so that the chart's tooltips, its axis and
-its table show the same strings as the rest of the page.
+its table show the same strings as the rest of the page; each distinct value once per chart (a
+tooltip and its table row show the same numbers). The parts repeated per bucket (a column of bars,
+a point, a table row) are written by usage/templatetags/chart_parts.py in one pass each: as template
+loops they cost most of a 90-day page's time.
 """
 
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.utils.formats import number_format
+from django.utils.formats import get_format, number_format
 
 from studio.templatetags.money import usd
 
@@ -27,6 +30,9 @@ POINTS_UP_TO = 31  # a line chart marks each point while the points are this few
 
 def count(value) -> str:
     """A count as the console shows it: grouped with the language's separator."""
+    if type(value) is int and get_format("NUMBER_GROUPING") == 3:
+        # What number_format gives an int grouped by threes, for a tenth of its cost: a page shows hundreds.
+        return f"{value:,}".replace(",", get_format("THOUSAND_SEPARATOR"))
     return number_format(value, force_grouping=True, use_l10n=True)
 
 
@@ -78,9 +84,14 @@ class Chart:
     baseline: str = f"{TOP + PLOT_HEIGHT}"
     plot_left: int = LEFT
     plot_right: int = LEFT + PLOT_WIDTH
+    formatted: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # value: its text
 
     def format(self, value) -> str:
-        return usd(value) if self.money else count(value)
+        # Equal values format alike (Decimal("1.5") as Decimal("1.50"), 0 as Decimal(0)): one entry each.
+        text = self.formatted.get(value)
+        if text is None:
+            text = self.formatted[value] = usd(value) if self.money else count(value)
+        return text
 
 
 def bar_chart(slug, title, description, *, period, labels, axis_labels, series, money=False, total=False) -> Chart:

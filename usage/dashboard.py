@@ -21,7 +21,8 @@ from studio.models import ApiKey
 from usage.charts import Chart, Series, bar_chart, line_chart
 from usage.forms import key_label
 from usage.models import CatalogModel
-from usage.queries import ModelLimits, Sums, Window, denials_by_bucket, usage_by_bucket, usage_by_key
+from usage.queries import ModelLimits, Sums, Window, denials_by_bucket, usage_by_bucket_and_key
+from usage.spendcap import QUOTA_ID as SPEND_CAP_QUOTA_ID
 
 CENTS = Decimal("0.01")
 MODEL_COLORS = 8  # palette classes c-model0 … c-model7 in console.css, reused past eight models
@@ -83,11 +84,10 @@ class UsageReport:
 
 def usage_report(project, window: Window, *, catalog: list[CatalogModel], keys: list[ApiKey], model=None, key=None):
     """The project's usage in `window`, optionally of one model (id) and one key (an ApiKey of the
-    project). Three statements: usage per bucket and model, per key, and denials per bucket."""
+    project). Two statements: usage per bucket and model and per key (one read), and denials per bucket."""
     models = [model] if model else None
     key_ids = [key.pk] if key else None
-    by_bucket = usage_by_bucket(project.pk, window, models=models, keys=key_ids)
-    by_key = usage_by_key(project.pk, window, models=models, keys=key_ids)
+    by_bucket, by_key = usage_by_bucket_and_key(project.pk, window, models=models, keys=key_ids)
     denials = denials_by_bucket(project.pk, window, models=models)
 
     used = {model_id for _index, model_id in by_bucket}
@@ -306,6 +306,6 @@ def limit_rows(limits: ModelLimits, *, now: datetime, zone: ZoneInfo) -> list[Li
 
 def other_denials(limits: ModelLimits) -> list[tuple[str, int]]:
     """Denials in the range under quota ids that are not this tier's RPM/TPM/RPD (an earlier tier's
-    limits, the spend limit), by quota id."""
-    current = {limits.quota_ids[name] for name in ("rpm", "tpm", "rpd")}
+    limits, the spend limit), by quota id; not the monthly spend cap, which has a row of its own."""
+    current = {limits.quota_ids[name] for name in ("rpm", "tpm", "rpd")} | {SPEND_CAP_QUOTA_ID}
     return sorted((quota_id, n) for quota_id, n in limits.denials.items() if quota_id not in current and n)

@@ -32,8 +32,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from django.utils import timezone
+
+from billing import dunning
 from billing.demo import LINKED_DAYS_AGO
-from billing.models import BillingPeriod
+from billing.models import BillingAccount, BillingPeriod
+from billing.statements import charge_day, charge_statement, month_of, month_start, next_month, previous_month
 from studio import keyformat
 from studio.models import ApiKey, Project, Tier
 from usage import charging
@@ -41,10 +45,12 @@ from usage.admission import quota_ids
 from usage.denials import record_past
 from usage.ingest import MAX_BATCH, OLDEST, ingest
 from usage.models import FleetToken, UsageEvent
+from usage.statements import issue_for_account
 
 DEMO_FLEET_TOKEN = "flt_demo-fleet-token-for-make-run-only"
 
 HISTORY_DAYS = 90
+ISSUE_AFTER = timedelta(minutes=5)  # statements: the jobs run a few minutes past midnight, Pacific
 PACIFIC = ZoneInfo("America/Los_Angeles")  # quota days are Pacific days
 CHECKOUT = "gen-lang-client-0100000002"
 DEFAULT = "gen-lang-client-0100000001"
@@ -134,7 +140,36 @@ def seed_usage():
         defaults={"name": "Demo fleet (make run)", "prefix": DEMO_FLEET_TOKEN[:12]},
     )
     seed_history()
+    seed_statements()
     return DEMO_FLEET_TOKEN
+
+
+def seed_statements(*, now=None) -> list:
+    """Every demo account's statements of the history's past months, issued on the 1st and charged
+    on the 2nd as the jobs would have done (the demo's cards pay); returns those issued now."""
+    now = now or timezone.now()
+    month, last = month_of(history_end() - timedelta(days=HISTORY_DAYS)), previous_month(month_of(now))
+    issued = []
+    while month <= last:
+        for account in BillingAccount.objects.filter(administrators__isnull=False).distinct().order_by("pk"):
+            statement, new = issue_for_account(account.pk, month, at=month_start(next_month(month)) + ISSUE_AFTER)
+            if new:
+                issued.append(statement)
+            if charge_day(month) + ISSUE_AFTER <= now:
+                charge_statement(statement, at=charge_day(month) + ISSUE_AFTER)
+                _retry_as_dunning_would_have(statement, now=now)
+        month = next_month(month)
+    return issued
+
+
+def _retry_as_dunning_would_have(statement, *, now):
+    """A statement whose charge failed (the demo's declined card) is retried at each scheduled time
+    that has come, as the retry_statement_payments job would have done; the last failure suspends."""
+    statement.refresh_from_db()
+    for retry in range(1, dunning.LAST_RETRY + 1):
+        due = statement.retry_at(retry)
+        if due is not None and due + ISSUE_AFTER <= now:
+            dunning.retry_statement(statement, at=due + ISSUE_AFTER)
 
 
 def history_end() -> datetime:

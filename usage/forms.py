@@ -2,6 +2,7 @@
 read from the URL (a GET form), so that every view of the dashboard is a link."""
 
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -17,6 +18,7 @@ RANGES = [
     ("90d", _("Last 90 days")),
     ("custom", _("Custom dates")),
 ]
+CENTS = Decimal("0.01")
 DEFAULT_RANGE = "28d"
 DAYS = {"7d": 7, "28d": 28, "90d": 90}  # today and the days before it
 MAX_DAYS = 90  # custom dates: the longest range the 90-day view covers
@@ -112,3 +114,18 @@ def key_label(key) -> str:
     """A key as the filter and the per-key table name it: its name and masked secret."""
     label = f"{key.name} ({key.masked})"
     return _("%(key)s, revoked") % {"key": label} if key.is_revoked else label
+
+
+class SpendCapForm(forms.Form):
+    """X4: the project's monthly spend cap, in USD (cents at most)."""
+
+    amount = forms.DecimalField(
+        label=_("Monthly spend cap (USD)"),
+        min_value=Decimal("0.01"),
+        max_digits=12,
+        decimal_places=2,
+        error_messages={"required": _("Enter the most this project may spend in a month, in USD.")},
+    )
+
+    def clean_amount(self) -> Decimal:
+        return self.cleaned_data["amount"].quantize(CENTS)

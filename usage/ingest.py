@@ -7,7 +7,9 @@ write is COPY into a temporary table and a single statement that inserts the eve
 (event_id) DO NOTHING`) and adds exactly the inserted ones to the minute/hour/day rollups; a
 replay, even concurrent, inserts nothing and so adds nothing. The same statement adds what each
 new billed event costs to its statement line in `PendingCharge` (usage.charging moves it to the
-ledger). Elsewhere (SQLite, the embedded default) the same result comes from the ORM.
+ledger); the lines come summed from Python (`pending_lines`) unless some events of the batch were
+replays. Then, in the same transaction, usage.peaks raises each touched hour's busiest minute (two
+statements). Elsewhere (SQLite, the embedded default) the same result comes from the ORM.
 
 Whether an event is billed, and to which billing account, is decided by the state when it
 occurred, not when it is reported (SPEC §9): the project's `BillingPeriod` in force at
@@ -38,7 +40,7 @@ import time
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, ClassVar, Literal
 from zoneinfo import ZoneInfo
@@ -52,6 +54,7 @@ from billing.models import BillingPeriod
 from studio.models import ApiKey, StudioKeyLink
 from usage.catalog import get_catalog
 from usage.models import PendingCharge, UsageEvent, UsageRollup
+from usage.peaks import update_peaks
 from usage.rating import rate
 from usage.settlement import settle_after_commit
 
@@ -132,7 +135,7 @@ class RequestEventIn(_Event):
         description="The `reservation_id` quota:check answered when it admitted this request: the estimate it "
         "counted against the TPM and spend limits is then replaced by this event's actual input tokens and cost. "
         "Without it (or once the reservation has lapsed) the actual usage is counted in addition to the estimate.",
-        examples=["mJ8f3kQ2bX-4tV7yZ1pA_w"],
+        examples=["r1_6b0fed33_4b0_168_327f1df98d20faa9"],
     )
 
 
@@ -319,7 +322,7 @@ class _History:
 
 
 def _rate(valid, report: Report, *, received_at) -> list[tuple]:
-    keys = ApiKey.objects.select_related("project").in_bulk({int(e.key_id) for _, e in valid})
+    keys = ApiKey.objects.in_bulk({int(e.key_id) for _, e in valid})
     catalog = get_catalog()
     history = _History(keys)
 
@@ -353,8 +356,9 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
         if errors:
             report.reject(index, event.event_id, errors)
             continue
-        project = key.project
-        account_id = history.billed_to(project.pk, event.occurred_at)
+        # Plain attributes rather than .pk (a property with a lookup): this loop runs for every event.
+        project_id = key.project_id
+        account_id = history.billed_to(project_id, event.occurred_at)
         rated = rate(
             kind=event.kind,
             status_code=event.status_code,
@@ -368,16 +372,16 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
             model=model,
             paid_project=account_id is not None,
             studio=event.source == "studio",
-            studio_key_linked=event.source == "studio" and history.studio_linked(key.pk, event.occurred_at),
+            studio_key_linked=event.source == "studio" and history.studio_linked(key.id, event.occurred_at),
         )
         # A plain tuple in COLUMNS order: building model instances cost more than rating (bench/README.md).
         rows.append(
             (
                 event.event_id,
-                project.pk,
-                key.pk,
-                model.pk,
-                price.pk,
+                project_id,
+                key.id,
+                model.model_id,
+                price.id,
                 event.kind,
                 event.source,
                 event.status_code,
@@ -411,9 +415,10 @@ def _store(rows: list[tuple]) -> list[str]:
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
             with transaction.atomic():
-                if connection.vendor == "postgresql":
-                    return _store_postgres(rows)
-                return _store_orm(rows)
+                inserted = _store_postgres(rows) if connection.vendor == "postgresql" else _store_orm(rows)
+                # The transaction's last write: it takes the hourly peaks' row locks last (no deadlocks).
+                update_peaks(rows, inserted, COLUMNS)
+                return inserted
         except DatabaseError as error:
             cause = error.__cause__  # Django wraps the driver's error, which carries the SQLSTATE
             sqlstate = getattr(cause, "sqlstate", None)
@@ -456,6 +461,13 @@ CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS usage_staging ON COMMIT DELETE ROWS
 AS SELECT {", ".join(COLUMNS)} FROM usage_usageevent WITH NO DATA
 """  # noqa: S608 - constant column names
+CREATE_PENDING_STAGING = f"""
+CREATE TEMPORARY TABLE IF NOT EXISTS pending_staging ON COMMIT DELETE ROWS
+AS SELECT {", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)} FROM usage_pendingcharge WITH NO DATA
+"""  # noqa: S608 - constant column names
+# One round trip. The staging tables empty themselves at commit; inside a caller's transaction (the demo's
+# loader, tests) the previous batch's rows would still be there.
+PREPARE_STAGING = f"{CREATE_STAGING}; {CREATE_PENDING_STAGING}; DELETE FROM usage_staging; DELETE FROM pending_staging"  # noqa: S608
 INSERT_AND_ROLL_UP = f"""
 WITH inserted AS (
     INSERT INTO usage_usageevent ({", ".join(COLUMNS)})
@@ -486,23 +498,30 @@ WITH inserted AS (
         {", ".join(f"{name} = usage_usagerollup.{name} + EXCLUDED.{name}" for name in SUMS)}
     RETURNING 1
 ), pending AS (
-    -- What the billed events cost, by statement line (usage.charging charges it to the ledger).
+    -- What the billed events cost, by statement line (usage.charging charges it to the ledger). The lines
+    -- come summed from Python (pending_staging) when every staged event was inserted, the usual case; a
+    -- batch with replayed events sums only the inserted ones here instead.
     INSERT INTO usage_pendingcharge ({", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)})
-    SELECT i.account_id, i.project_id, i.model_id, i.price_id,
-           date_trunc('month', i.occurred_at AT TIME ZONE 'America/Los_Angeles')::date,
-           s.sku, i.kind = 'batch', i.long_prompt,
-           sum(s.quantity), sum(s.amount * 1000000000)::bigint, count(*), min(i.occurred_at), max(i.occurred_at)
-    FROM inserted i CROSS JOIN LATERAL (VALUES
-        ('input', (i.input_tokens - i.cached_tokens - i.audio_input_tokens + i.cached_audio_tokens)::numeric,
-         i.cost_input),
-        ('output', i.output_tokens::numeric, i.cost_output),
-        ('cached_input', (i.cached_tokens - i.cached_audio_tokens)::numeric, i.cost_cached),
-        ('audio_input', (i.audio_input_tokens - i.cached_audio_tokens)::numeric, i.cost_audio),
-        ('cached_audio_input', i.cached_audio_tokens::numeric, i.cost_cached_audio),
-        ('cache_storage', i.cache_token_hours, i.cost_storage)
-    ) AS s(sku, quantity, amount)
-    WHERE i.account_id IS NOT NULL AND s.amount > 0
-    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+    SELECT * FROM (
+        SELECT {", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)} FROM pending_staging
+        WHERE (SELECT count(*) FROM inserted) = %(staged)s
+        UNION ALL
+        SELECT i.account_id, i.project_id, i.model_id, i.price_id,
+               date_trunc('month', i.occurred_at AT TIME ZONE 'America/Los_Angeles')::date,
+               s.sku, i.kind = 'batch', i.long_prompt,
+               sum(s.quantity), sum(s.amount * 1000000000)::bigint, count(*), min(i.occurred_at), max(i.occurred_at)
+        FROM inserted i CROSS JOIN LATERAL (VALUES
+            ('input', (i.input_tokens - i.cached_tokens - i.audio_input_tokens + i.cached_audio_tokens)::numeric,
+             i.cost_input),
+            ('output', i.output_tokens::numeric, i.cost_output),
+            ('cached_input', (i.cached_tokens - i.cached_audio_tokens)::numeric, i.cost_cached),
+            ('audio_input', (i.audio_input_tokens - i.cached_audio_tokens)::numeric, i.cost_audio),
+            ('cached_audio_input', i.cached_audio_tokens::numeric, i.cost_cached_audio),
+            ('cache_storage', i.cache_token_hours, i.cost_storage)
+        ) AS s(sku, quantity, amount)
+        WHERE i.account_id IS NOT NULL AND s.amount > 0 AND (SELECT count(*) FROM inserted) <> %(staged)s
+        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+    ) AS lines
     ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
     ON CONFLICT ({", ".join(PENDING_KEY)}) DO UPDATE SET
         quantity = usage_pendingcharge.quantity + EXCLUDED.quantity,
@@ -517,15 +536,78 @@ SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM rolled), (SEL
 
 
 def _store_postgres(rows: list[tuple]) -> list[str]:
+    lines = pending_lines(rows)
     with connection.cursor() as cursor:
-        cursor.execute(CREATE_STAGING)
+        cursor.execute(PREPARE_STAGING)
         raw = cursor.cursor  # psycopg 3: COPY is much faster than INSERT for a batch
         with raw.copy(f"COPY usage_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        cursor.execute(INSERT_AND_ROLL_UP)
+        if lines:
+            with raw.copy(f"COPY pending_staging ({', '.join(PENDING_KEY + PENDING_SUMS)}) FROM STDIN") as copy:
+                for line in lines:
+                    copy.write_row(line)
+        cursor.execute(INSERT_AND_ROLL_UP, {"staged": len(rows)})
         inserted, _, _ = cursor.fetchone()
     return inserted
+
+
+def pending_lines(rows: list[tuple]) -> list[tuple]:
+    """What the billed events among `rows` (tuples in COLUMNS order) add to each statement line: tuples in
+    PENDING_KEY + PENDING_SUMS order, sorted by key. A SKU counts an event only when it costs something; amounts
+    are in nano-dollars, exact (each class is rated to the nano-dollar). The Python twin of the VALUES list in
+    INSERT_AND_ROLL_UP (a test holds them equal)."""
+    months: dict[int, date] = {}  # by UTC hour: a Pacific month starts on one (whole-hour offsets)
+    sums: dict[tuple, list] = {}
+    for (
+        _, project, _, model, price, kind, _, _, tokens_in, tokens_out, cached, hours, moment, _, _, _, _,
+        cost_input, cost_output, cost_cached, cost_storage, audio, cached_audio, cost_audio, cost_cached_audio,
+        account, long_prompt,
+    ) in rows:  # fmt: skip
+        if account is None:
+            continue
+        hour = int(moment.timestamp()) // 3600
+        month = months.get(hour)
+        if month is None:
+            month = months[hour] = moment.astimezone(PACIFIC).date().replace(day=1)
+        batch = kind == "batch"
+        for sku, quantity, cost in (
+            ("input", tokens_in - cached - audio + cached_audio, cost_input),
+            ("output", tokens_out, cost_output),
+            ("cached_input", cached - cached_audio, cost_cached),
+            ("audio_input", audio - cached_audio, cost_audio),
+            ("cached_audio_input", cached_audio, cost_cached_audio),
+            ("cache_storage", hours, cost_storage),
+        ):
+            if cost <= 0:
+                continue
+            key = (account, project, model, price, month, sku, batch, long_prompt)
+            line = sums.get(key)
+            if line is None:
+                sums[key] = [quantity, cost, 1, moment, moment]
+            else:
+                line[0] += quantity
+                line[1] += cost
+                line[2] += 1
+                if moment < line[3]:
+                    line[3] = moment
+                elif moment > line[4]:
+                    line[4] = moment
+    return [
+        (*key, quantity, int(amount.scaleb(9)), events, first, last)
+        for key, (quantity, amount, events, first, last) in sorted(sums.items())
+    ]
+
+
+# pending_lines unpacks rows by position.
+assert COLUMNS[:13] == [
+    "event_id", "project_id", "api_key_id", "model_id", "price_id", "kind", "source", "status_code", "input_tokens",
+    "output_tokens", "cached_tokens", "cache_token_hours", "occurred_at",
+]  # fmt: skip
+assert COLUMNS[17:] == [
+    "cost_input", "cost_output", "cost_cached", "cost_storage", "audio_input_tokens", "cached_audio_tokens",
+    "cost_audio", "cost_cached_audio", "account_id", "long_prompt",
+]  # fmt: skip
 
 
 def _bucket(moment: datetime, granularity: str) -> datetime:
@@ -578,44 +660,18 @@ def _store_orm(rows: list[tuple]) -> list[str]:
         updated = UsageRollup.objects.filter(**where).update(**{name: F(name) + value for name, value in total.items()})
         if not updated:
             UsageRollup.objects.create(**where, **total)
-    _add_pending_orm(new)
+    _add_pending_orm(pending_lines([tuple(getattr(row, name) for name in COLUMNS) for row in new]))
     return [row.event_id for row in new]
 
 
-def _sku_amounts(event: UsageEvent):
-    """(sku, quantity, cost) of one event: the ORM twin of the VALUES list in INSERT_AND_ROLL_UP."""
-    uncached_audio = event.audio_input_tokens - event.cached_audio_tokens
-    return (
-        ("input", Decimal(event.input_tokens - event.cached_tokens - uncached_audio), event.cost_input),
-        ("output", Decimal(event.output_tokens), event.cost_output),
-        ("cached_input", Decimal(event.cached_tokens - event.cached_audio_tokens), event.cost_cached),
-        ("audio_input", Decimal(uncached_audio), event.cost_audio),
-        ("cached_audio_input", Decimal(event.cached_audio_tokens), event.cost_cached_audio),
-        ("cache_storage", Decimal(event.cache_token_hours), event.cost_storage),
-    )
-
-
-def _add_pending_orm(events: list[UsageEvent]) -> None:
-    lines: dict[tuple, dict] = {}
-    for event in events:
-        if event.account_id is None:
-            continue
-        month = event.occurred_at.astimezone(PACIFIC).date().replace(day=1)
-        for sku, quantity, cost in _sku_amounts(event):
-            if cost <= 0:
-                continue
-            key = (event.account_id, event.project_id, event.model_id, event.price_id, month, sku)
-            key += (event.kind == "batch", event.long_prompt)
-            line = lines.setdefault(key, {"quantity": Decimal(0), "amount_nanos": 0, "events": 0, "times": []})
-            line["quantity"] += quantity
-            line["amount_nanos"] += int(Decimal(cost) * NANOS_PER_USD)
-            line["events"] += 1
-            line["times"].append(event.occurred_at)
-    for key, line in sorted(lines.items(), key=lambda item: str(item[0])):
-        pending, _ = PendingCharge.objects.get_or_create(**dict(zip(PENDING_KEY, key, strict=True)))
-        pending.quantity += line["quantity"]
-        pending.amount_nanos += line["amount_nanos"]
-        pending.events += line["events"]
-        times = line["times"] + [t for t in (pending.first_occurred_at, pending.last_occurred_at) if t is not None]
+def _add_pending_orm(lines: list[tuple]) -> None:
+    width = len(PENDING_KEY)
+    for line in lines:
+        pending, _ = PendingCharge.objects.get_or_create(**dict(zip(PENDING_KEY, line[:width], strict=True)))
+        quantity, amount_nanos, events, first, last = line[width:]
+        pending.quantity += quantity
+        pending.amount_nanos += amount_nanos
+        pending.events += events
+        times = [first, last] + [t for t in (pending.first_occurred_at, pending.last_occurred_at) if t is not None]
         pending.first_occurred_at, pending.last_occurred_at = min(times), max(times)
         pending.save()

@@ -28,17 +28,50 @@ while Redis is down every check pays for one attempt: next to nothing when the c
 ``REDIS_TIMEOUT`` (twice that for a new connection, connect then handshake) when the host does not answer. Counts made
 in the process during an outage stay there and are not copied to Redis.
 
-Reservations and settlement. Some costs are estimates (the prompt's tokens, its price): a limit marked ``settles``
-names the measure of reported usage that replaces its cost later. A counted check with such limits records, in the
-same atomic step, a reservation (``Decision.reservation_id``): for each of those limits the counter, the bucket it
-counted in (the minute) and the amount. When the usage is reported, ``settle`` replaces each reserved amount by the
-actual one: the difference goes into the bucket of the reservation while that bucket is still in its window (the same
-clock minute for ``minute``, the last 10 minutes for ``rolling_10m``); once it has left the window, more than estimated
-still counts, in the current bucket, and less is dropped. No counter goes below zero. A reservation is settled once
-(it is deleted) and lapses after ``settings.RESERVATION_TTL_SECONDS``; usage without a reservation (none given,
-unknown, lapsed) adds its whole amount to the current bucket of the counters the caller names. Settlement through Redis
-is one script call per scope (several scopes: one pipeline); if Redis fails, it is skipped with a warning (at most one
-per FALLBACK_WARNING_INTERVAL), never raised: the windows then keep the estimates.
+Reservations and settlement. Some costs are estimates (the prompt's tokens, its price): a limit marked ``settles`` names
+the measure of reported usage that replaces its cost later. A counted check with such limits answers a reservation id
+(``Decision.reservation_id``) that is the reservation itself, so that nothing is stored per reservation (a Redis key per
+admitted request cost more Redis time to write and settle than the check: bench/README.md):
+``r1_<second>_<amount>[_<amount>]_<mac>``, the epoch second of the check (Redis's clock or the in-process one), the
+amount reserved per settling limit (in the order of their measures' names) and a 64-bit MAC (keyed BLAKE2b) over the
+scope, each settling limit's measure, counter and window, and the rest of the id; all in lower-case hex: about 40
+characters, at most 64. When the usage is reported, ``settle`` takes an id only if its MAC matches the scope and the
+counters the usage names (``Usage.counters``, where the estimates were counted: a project whose tier changed since, or
+usage of another model, names others) and it is younger than ``settings.RESERVATION_TTL_SECONDS`` (by this process's
+clock); then each reserved amount is replaced by the actual one: the difference goes into the bucket (minute) of the
+reservation while that bucket is still in its window (the same clock minute for ``minute``, the last 10 minutes for
+``rolling_10m``); once it has left the window, more than estimated still counts, in the current bucket, and less is
+dropped. No counter goes below zero. Usage without an id taken this way (none given, garbled, forged, another limiter's
+or scope's, lapsed) counts as unreserved: its whole amount goes to the current bucket of the counters it names, unless
+it is not ``recent`` (it occurred before every window: then nowhere).
+
+Signed rather than made harmless: the amounts in an id say how much settlement subtracts, so an unsigned id could claim
+any estimate and empty a project's windows (down to zero) with every report; bounding that without knowing the estimate
+is not possible, and knowing it is the per-reservation state this design removes. The MAC costs about as much CPU as the
+random id it replaces (a microsecond or less per check and per settled event), and no Redis. Its key is derived from
+``settings.SECRET_KEY`` (ids made under one of ``SECRET_KEY_FALLBACKS`` are taken too, so a rotation loses no
+reservation in flight); an ``InProcessLimiter`` signs with a random key of its own, so that its ids (a RedisLimiter's
+fallback during an outage, or another process) settle nowhere else and count as unreserved, as a reservation kept in
+another process's memory did. Being stateless, an id is a claim, not a ticket: two checks of one scope in the same
+second with the same estimates get the same id (each of their usages settles its own), and nothing remembers that an id
+was settled. Exactly once holds per usage event (only newly stored events settle, usage.settlement); a fleet that sent
+one id with two events would have the estimate subtracted twice, bounded by that bucket's counts while it is in its
+window. Settlement through Redis sums the differences per counter and bucket in this process and sends them in one
+script call per scope (several scopes: one pipeline); if Redis fails, it is skipped with a warning (at most one per
+FALLBACK_WARNING_INTERVAL), never raised: the windows then keep the estimates.
+
+Monthly limits (``pacific_month``: the project's monthly spend cap, X4/X8). The counter of a Pacific calendar month
+(the month of statements) counts what was reported as used in that month plus the estimates of admitted checks not
+yet reported: used = seed + reported + reservations. The seed is what the books held before the counter existed: a
+check that finds the month's counter without one (a new month, a new counter, Redis lost) reads it once through the
+limit's ``seed`` (a database read, usage.spendcap) and sets it unless another process did first (through Redis:
+HSETNX, then the check is run again: one more round trip and one query, once per counter and month). Settlement adds
+the actual amount of every newly reported usage to the month it occurred in, reserved or not, recent or not (a late
+report is spend of its month all the same), and takes the reservation's estimate off the reservations, which are kept
+per minute like a rolling window and count for ``reservation_buckets()`` minutes (RESERVATION_TTL_SECONDS rounded up):
+a reservation whose usage is never reported stops counting then. The seed is read after the counter's reported
+amount, and the amount is subtracted from it, so that usage reported before the seeding is not counted twice; usage
+whose report commits between the two reads is (more, never less).
 
 Denials on record (X6). A counted check that is refused adds 1 to the denials of its scope, keyed by the model the
 caller names (`check(..., model=...)`), the quota id of the first exceeded limit and the clock minute, in the same
@@ -51,13 +84,19 @@ flush_denials job, which makes that exactly once). In-process denials (the InPro
 fallback during an outage) live in this process's memory until `take_local_denials` takes them.
 """
 
+import hashlib
+import hmac
 import logging
 import math
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
+from operator import attrgetter
 from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
@@ -73,7 +112,8 @@ logger = logging.getLogger(__name__)
 MINUTE = "minute"
 PACIFIC_DAY = "pacific_day"
 ROLLING_10M = "rolling_10m"
-WINDOWS = frozenset({MINUTE, PACIFIC_DAY, ROLLING_10M})
+PACIFIC_MONTH = "pacific_month"
+WINDOWS = frozenset({MINUTE, PACIFIC_DAY, ROLLING_10M, PACIFIC_MONTH})
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
 ROLLING_BUCKETS = 10  # one-minute buckets in a rolling_10m window
@@ -99,7 +139,7 @@ class Limit:
     """One limit to check: its counter is keyed by scope, counter (default: quota_id) and the window instance."""
 
     quota_id: str  # e.g. "GenerateRequestsPerMinutePerProjectPerModel-Tier1", carried through to the answer
-    window: str  # MINUTE | PACIFIC_DAY | ROLLING_10M
+    window: str  # MINUTE | PACIFIC_DAY | ROLLING_10M | PACIFIC_MONTH
     limit: int  # max units per window (for spend: micro-USD)
     cost: int  # units this request uses (1 request, N input tokens, estimated micro-USD)
     # What the counter is named by within the scope when not by the quota id alone: a per-model limit of a
@@ -108,6 +148,9 @@ class Limit:
     # The measure of reported usage (e.g. "input_tokens") that replaces `cost` when the request's usage is reported:
     # the cost is then an estimate, reserved by the check and settled later. Empty: the cost is exact (1 request).
     settles: str = ""
+    # PACIFIC_MONTH only: what was used in a month before its counter existed (the month's first day -> units), read
+    # from the books when the counter is missing (a new month, a new counter, Redis lost): see "Monthly limits".
+    seed: Callable[[date], int] | None = dataclass_field(default=None, compare=False, repr=False)
 
     @property
     def counter_name(self) -> str:
@@ -121,10 +164,12 @@ class Limit:
             raise ValueError(f"limit and cost must not be negative: {self!r}")
         if self.settles and self.window not in SETTLED_WINDOWS:
             raise ValueError(f"only {sorted(SETTLED_WINDOWS)} windows settle: {self!r}")
+        if self.window == PACIFIC_MONTH and (self.seed is None or not self.settles):
+            raise ValueError(f"a {PACIFIC_MONTH} limit needs a seed and a measure that settles it: {self!r}")
 
 
-# Windows whose counts can be settled: their buckets are minutes.
-SETTLED_WINDOWS = frozenset({MINUTE, ROLLING_10M})
+# Windows whose counts can be settled: their buckets (of reservations, for PACIFIC_MONTH) are minutes.
+SETTLED_WINDOWS = frozenset({MINUTE, ROLLING_10M, PACIFIC_MONTH})
 
 
 class Counter(NamedTuple):
@@ -139,9 +184,16 @@ class Usage(NamedTuple):
 
     reservation_id: str | None  # as the check answered it; None: no reservation to replace
     amounts: dict[str, int]  # measure -> actual amount, e.g. {"input_tokens": 10, "micro_usd": 3}
-    # measure -> where the amount counts when no reservation is found (none given, unknown or lapsed); a measure
-    # without a counter then counts nowhere.
+    # measure -> the counter of that measure: where the check counted the estimate (a reservation id is taken only if
+    # it was signed for these), and where the amount counts when no reservation is taken (none given, unknown,
+    # lapsed); a measure without a counter then counts nowhere.
     counters: dict[str, Counter]
+    # False: the usage occurred before every window (more than ROLLING_BUCKETS minutes ago), so without a reservation
+    # taken it counts nowhere: a late report must not fill the current windows. (Monthly counters take it anyway.)
+    recent: bool = True
+    # The Pacific month the usage occurred in, as YYYYMM (`month_id`): where a PACIFIC_MONTH counter adds it. 0: the
+    # current month (by this process's clock).
+    month: int = 0
 
 
 @dataclass(frozen=True)
@@ -201,9 +253,167 @@ class Limiter(Protocol):
     def local_denials_due(self) -> bool: ...
 
 
-def new_reservation_id() -> str:
-    """An opaque, URL-safe id (22 characters of [A-Za-z0-9_-]) that nobody can guess for another's request."""
-    return secrets.token_urlsafe(16)
+RESERVATION_VERSION = "r1"
+RESERVATION_PREFIX = RESERVATION_VERSION + "_"
+MAC_BYTES = 8  # 64 bits: a forger has one try per reported event, and a failed try counts in full
+RESERVATION_ID_MAX = 64  # the longest id usage:report takes (usage.ingest.RESERVATION_ID_PATTERN)
+
+
+_measure = attrgetter("settles")
+
+
+class Reservation(NamedTuple):
+    """What a reservation id says, once its MAC is verified."""
+
+    second: int  # epoch second of the check, on the clock of the limiter that made it
+    amounts: tuple[int, ...]  # reserved per settling limit, in the order of their measures' names
+
+
+class ReservationSigner:
+    """Makes reservation ids (the format is in the module docstring) and readers of them. `keys[0]` signs; every key
+    verifies."""
+
+    def __init__(self, keys: list[bytes]) -> None:
+        # Keyed BLAKE2b is a MAC by design (RFC 7693), at a third of HMAC-SHA256's cost for these short messages; a
+        # copy of a state that has taken its key already saves hashing the key block per id.
+        self._states = [hashlib.blake2b(key=key, digest_size=MAC_BYTES) for key in keys]
+
+    @classmethod
+    def from_settings(cls) -> "ReservationSigner":
+        """Keys derived from SECRET_KEY and SECRET_KEY_FALLBACKS: every process of the fleet reads the others' ids."""
+        return cls(
+            [
+                hashlib.sha256(b"usage.limiter.reservation\0" + secret.encode()).digest()
+                for secret in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)
+            ]
+        )
+
+    @classmethod
+    def random(cls) -> "ReservationSigner":
+        """A key nobody else has: ids only this signer takes back."""
+        return cls([secrets.token_bytes(32)])
+
+    def issue(self, scope: str, limits: list[Limit], second: int) -> str | None:
+        """The id of a reservation of the costs of the settling `limits`, made at `second`; None if it would be longer
+        than usage:report takes (only with more than two settling limits, and large costs)."""
+        settling = [limit for limit in limits if limit.settles]
+        if len(settling) > 1:
+            settling.sort(key=_measure)
+        counters = "\0".join([f"{limit.settles}\0{limit.counter_name}\0{limit.window}" for limit in settling])
+        body = "_".join([RESERVATION_VERSION, f"{second:x}", *[f"{limit.cost:x}" for limit in settling]])
+        mac = self._states[0].copy()
+        mac.update(f"{scope}\n{counters}\n{body}".encode())
+        reservation_id = f"{body}_{mac.hexdigest()}"
+        return reservation_id if len(reservation_id) <= RESERVATION_ID_MAX else None
+
+    def reader(self, scope: str, counters: dict[str, Counter]) -> "ReservationReader":
+        """A reader of the ids of `scope` whose estimates were counted in `counters` (measure -> counter, as a Usage
+        names them): made once for the many usages of a batch that name the same counters."""
+        described = "\0".join(f"{measure}\0{name}\0{window}" for measure, (name, window) in sorted(counters.items()))
+        prefix = f"{scope}\n{described}\n".encode()
+        states = [state.copy() for state in self._states]
+        for state in states:
+            state.update(prefix)
+        return ReservationReader(states)
+
+
+class ReservationReader:
+    """Reads the reservation ids of one scope and set of counters (`ReservationSigner.reader`)."""
+
+    def __init__(self, states: list) -> None:
+        self._states = states  # the signer's MAC states, the scope and counters taken already
+
+    def read(self, reservation_id: str) -> Reservation | None:
+        """The reservation `reservation_id` holds if its MAC matches; None for anything else (no exception: ids come
+        from outside)."""
+        body, _, mac = reservation_id.rpartition("_")
+        if len(mac) != 2 * MAC_BYTES or not mac.isascii() or not body.startswith(RESERVATION_PREFIX):
+            return None
+        signed = body.encode()
+        for state in self._states:
+            expected = state.copy()
+            expected.update(signed)
+            if hmac.compare_digest(expected.hexdigest(), mac):
+                # Signed, so as written by `issue`: hex numbers only.
+                second, *amounts = [int(field, 16) for field in body.split("_")[1:]]
+                return Reservation(second, tuple(amounts))
+        return None
+
+
+class Settlement(NamedTuple):
+    """The usages of one scope reduced to counter changes; where a change goes depends on the clock that applies it."""
+
+    plain: dict[Counter, int]  # unreserved usage: added to the current bucket
+    # (counter, bucket of the reservations) -> [the net difference (actual - estimate), the sum of the positive ones]:
+    # the net goes into the bucket while it is in its window; after that only the positive differences count, now.
+    reserved: dict[tuple[Counter, int], list[int]]
+    # PACIFIC_MONTH counters: (counter, month YYYYMM) -> what was used (reserved or not), added to that month;
+    # (counter, bucket of the reservations) -> the estimates reserved there, taken off while the bucket still counts.
+    spent: dict[tuple[Counter, int], int]
+    released: dict[tuple[Counter, int], int]
+
+
+def _settlement(signer: ReservationSigner, scope: str, usages: list[Usage], now: float) -> Settlement:
+    """What `usages` change in `scope`'s counters, reservations read by `signer` and judged lapsed by `now` (epoch
+    seconds; this process's clock, also for a RedisLimiter: a lapse is a coarse limit, the windows are not)."""
+    ttl = settings.RESERVATION_TTL_SECONDS
+    plain: dict[Counter, int] = {}
+    spent: dict[tuple[Counter, int], int] = {}
+    released: dict[tuple[Counter, int], int] = {}
+    current_month = 0  # the month id of usages that name none (Usage.month 0), computed when first needed
+    # id() of a usage's counters (a batch shares a few dicts, alive while this runs) -> its reader, its (measure,
+    # counter) pairs in the order of the ids' amounts, and whether each pair's counter is monthly
+    readers: dict[int, tuple[ReservationReader, list[tuple[str, Counter]], list[bool]]] = {}
+    # (id() of the counters, bucket) -> the pairs, then per pair the net and the positive differences
+    sums: dict[tuple[int, int], tuple[list[tuple[str, Counter]], list[int], list[int]]] = {}
+    for reservation_id, amounts, counters, recent, month in usages:
+        if not month:
+            month = current_month = current_month or month_id(datetime.fromtimestamp(now, PACIFIC))
+        reservation = None
+        if reservation_id is not None:
+            found = readers.get(id(counters))
+            if found is None:
+                pairs = sorted(counters.items())
+                monthly = [counter.window == PACIFIC_MONTH for _, counter in pairs]
+                found = readers[id(counters)] = (signer.reader(scope, counters), pairs, monthly)
+            reservation = found[0].read(reservation_id)
+            if reservation is not None and now - reservation.second >= ttl:
+                reservation = None  # lapsed
+        if reservation is not None:
+            bucket = reservation.second // 60
+            group = (id(counters), bucket)
+            pairs, nets, positives = sums.get(group) or sums.setdefault(
+                group, (found[1], [0] * len(found[1]), [0] * len(found[1]))
+            )
+            for index, estimate in enumerate(reservation.amounts):
+                measure, counter = pairs[index]
+                actual = amounts.get(measure, 0)
+                if found[2][index]:
+                    spent[(counter, month)] = spent.get((counter, month), 0) + actual
+                    released[(counter, bucket)] = released.get((counter, bucket), 0) + estimate
+                    continue
+                delta = actual - estimate
+                nets[index] += delta
+                if delta > 0:
+                    positives[index] += delta
+        else:
+            for measure, amount in amounts.items():
+                counter = counters.get(measure)
+                if not amount or counter is None:
+                    continue
+                if counter.window == PACIFIC_MONTH:  # a month's spend counts whenever it is reported
+                    spent[(counter, month)] = spent.get((counter, month), 0) + amount
+                elif recent:
+                    plain[counter] = plain.get(counter, 0) + amount
+    reserved: dict[tuple[Counter, int], list[int]] = {}
+    for (_, bucket), (pairs, nets, positives) in sums.items():
+        for (_, counter), net, more in zip(pairs, nets, positives, strict=True):
+            if counter.window == PACIFIC_MONTH:
+                continue  # in `spent` and `released`
+            change = reserved.setdefault((counter, bucket), [0, 0])  # counters of several models share the spend one
+            change[0] += net
+            change[1] += more
+    return Settlement(plain, reserved, spent, released)
 
 
 def _in_window(window: str, bucket: int, minute: int) -> bool:
@@ -237,17 +447,65 @@ def pacific_day_windows(now: float) -> tuple[DayWindow, DayWindow, DayWindow]:
     return prev, current, following
 
 
+def _month_start(year: int, month: int) -> date:
+    return date(year + (month - 1) // 12, (month - 1) % 12 + 1, 1)
+
+
+def pacific_month_windows(now: float) -> tuple[DayWindow, DayWindow, DayWindow]:
+    """The previous, current and next Pacific calendar month around `now`, as DayWindows whose id is YYYYMM (the
+    months of statements); three for the same reason as pacific_day_windows."""
+    today = datetime.fromtimestamp(now, PACIFIC).date()
+    firsts = [_month_start(today.year, today.month + offset) for offset in (-1, 0, 1, 2)]
+    bounds = [_pacific_midnight(first) for first in firsts]
+    prev, current, following = (
+        DayWindow(bounds[i], bounds[i + 1], firsts[i].year * 100 + firsts[i].month) for i in range(3)
+    )
+    return prev, current, following
+
+
+def month_id(moment: datetime) -> int:
+    """The Pacific month of `moment` as YYYYMM, the id a PACIFIC_MONTH counter of that month is named by."""
+    local = moment.astimezone(PACIFIC)
+    return local.year * 100 + local.month
+
+
+def month_first_day(month: int) -> date:
+    """The first day of the month YYYYMM."""
+    return date(month // 100, month % 100, 1)
+
+
+@lru_cache(maxsize=64)
+def month_end(month: int) -> int:
+    """Epoch second at which the Pacific month YYYYMM ends."""
+    first = month_first_day(month)
+    return _pacific_midnight(_month_start(first.year, first.month + 1))
+
+
+def reservation_buckets() -> int:
+    """Minutes of reservations a PACIFIC_MONTH limit counts besides what was reported: RESERVATION_TTL_SECONDS rounded
+    up to whole minutes, so that a reservation counts at least until its id lapses (and at most a minute longer)."""
+    return max(1, math.ceil(settings.RESERVATION_TTL_SECONDS / 60))
+
+
 class _PacificDays:
     """pacific_day_windows(), recomputed only when the clock leaves the current day (zoneinfo costs microseconds)."""
 
+    _compute = staticmethod(pacific_day_windows)
+
     def __init__(self) -> None:
-        self._windows = pacific_day_windows(time.time())
+        self._windows = self._compute(time.time())
 
     def around(self, now: float) -> tuple[DayWindow, DayWindow, DayWindow]:
         windows = self._windows  # one read: another thread may replace it, never half of it
         if not windows[1].start <= now < windows[1].end:
-            windows = self._windows = pacific_day_windows(now)
+            windows = self._windows = self._compute(now)
         return windows
+
+
+class _PacificMonths(_PacificDays):
+    """pacific_month_windows(), recomputed only when the clock leaves the current month."""
+
+    _compute = staticmethod(pacific_month_windows)
 
 
 def _ceil_seconds(seconds: float) -> int:
@@ -276,17 +534,23 @@ class InProcessLimiter:
     """Counters in this process's memory, under one lock; `time.time()` is the clock (so tests can move it).
 
     Fixed windows (minute, Pacific day) keep (window id, count, end) per counter and restart at zero when the window
-    id changes; rolling windows keep {minute: count}. Ended windows are dropped lazily: old buckets when a counter is
-    read, whole counters and lapsed reservations in a sweep at most once per SWEEP_INTERVAL. Denials are counted per
-    (scope, model, quota id, minute) until `take_local_denials` takes them: only this process can write them elsewhere.
+    id changes; rolling windows keep {minute: count}. A monthly counter keeps [seed, reported] per month and its
+    reservations as {minute: units}, like the Redis hashes. Ended windows are dropped lazily: old buckets when a
+    counter is read, whole counters in a sweep at most once per SWEEP_INTERVAL. Reservation ids are signed with a random
+    key of this limiter's own, so only it takes them back. Denials are counted per (scope, model, quota id, minute)
+    until `take_local_denials` takes them: only this process can write them elsewhere.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._fixed: dict[tuple[str, str, str], tuple[int, int, float]] = {}
         self._rolling: dict[tuple[str, str], dict[int, int]] = {}
-        # (scope, reservation id) -> (lapses at, ((measure, counter name, window, bucket, amount), ...))
-        self._reservations: dict[tuple[str, str], tuple[float, tuple[tuple[str, str, str, int, int], ...]]] = {}
+        # PACIFIC_MONTH: (scope, counter, month YYYYMM) -> [seed (None: not yet read), reported]; (scope, counter) ->
+        # {minute: units reserved}
+        self._months: dict[tuple[str, str, int], list] = {}
+        self._reserved: dict[tuple[str, str], dict[int, int]] = {}
+        self._month_windows = _PacificMonths()
+        self._signer = ReservationSigner.random()
         # (scope, model, quota id, minute) -> checks refused; the time of the first one not yet taken (None: none)
         self._denials: dict[tuple[str, str, str, int], int] = {}
         self._denials_since: float | None = None
@@ -335,26 +599,29 @@ class InProcessLimiter:
     def settle_many(self, usages_by_scope: dict[str, list[Usage]]) -> None:
         now = time.time()
         minute = int(now // 60)
+        # Outside the lock: reading the ids (their MACs) is most of the work.
+        settlements = {
+            scope: _settlement(self._signer, scope, usages, now) for scope, usages in usages_by_scope.items()
+        }
+        buckets_counted = reservation_buckets()
         with self._lock:
-            for scope, usages in usages_by_scope.items():
+            for scope, (plain, reserved, spent, released) in settlements.items():
+                for ((name, _), month), amount in spent.items():
+                    self._months.setdefault((scope, name, month), [None, 0])[1] += amount
+                for ((name, _), bucket), amount in released.items():
+                    held = self._reserved.get((scope, name))
+                    if held and bucket in held and bucket > minute - buckets_counted:
+                        held[bucket] = max(0, held[bucket] - amount)
                 # Summed per bucket first, so that "never below zero" applies to the net change, whatever the order.
                 changes: dict[tuple[str, str, int], int] = {}
-                for reservation_id, amounts, counters in usages:
-                    reserved = self._reservations.pop((scope, reservation_id), None) if reservation_id else None
-                    if reserved is not None and reserved[0] > now:
-                        for measure, name, window, bucket, amount in reserved[1]:
-                            delta = amounts.get(measure, 0) - amount
-                            if not _in_window(window, bucket, minute):
-                                if delta <= 0:
-                                    continue  # less than estimated, in a bucket that no longer counts
-                                bucket = minute
-                            changes[(name, window, bucket)] = changes.get((name, window, bucket), 0) + delta
-                        continue
-                    for measure, amount in amounts.items():
-                        counter = counters.get(measure)
-                        if amount and counter is not None:
-                            change = (counter.name, counter.window, minute)
-                            changes[change] = changes.get(change, 0) + amount
+                for (name, window), amount in plain.items():
+                    changes[(name, window, minute)] = changes.get((name, window, minute), 0) + amount
+                for ((name, window), bucket), (net, more) in reserved.items():
+                    if not _in_window(window, bucket, minute):
+                        if not more:
+                            continue  # only less than estimated, in a bucket that no longer counts
+                        bucket, net = minute, more
+                    changes[(name, window, bucket)] = changes.get((name, window, bucket), 0) + net
                 for (name, window, bucket), delta in changes.items():
                     if window == ROLLING_10M:
                         buckets = self._rolling.setdefault((scope, name), {})
@@ -366,6 +633,22 @@ class InProcessLimiter:
 
     def _run(self, scope: str, limits: list[Limit], *, counting: bool, model: str = "") -> Decision:
         _require_distinct(limits)
+        for _ in range(len(limits) + 1):
+            outcome = self._run_once(scope, limits, counting=counting, model=model)
+            if isinstance(outcome, Decision):
+                return outcome
+            # A monthly counter not seeded yet: read the books outside the lock, then seed it unless another thread
+            # did (its reported usage `before` is in the books too, hence subtracted).
+            limit, month, before = outcome
+            seeded = limit.seed(month_first_day(month)) - before
+            with self._lock:
+                entry = self._months.setdefault((scope, limit.counter_name, month), [None, 0])
+                if entry[0] is None:
+                    entry[0] = seeded
+        raise AssertionError("a monthly counter stayed unseeded")
+
+    def _run_once(self, scope: str, limits: list[Limit], *, counting: bool, model: str) -> Decision | tuple:
+        """The Decision, or (limit, month, reported) for a monthly limit whose month's counter needs its seed."""
         now = time.time()
         minute = int(now // 60)
         day = self._days.around(now)[1]
@@ -382,6 +665,16 @@ class InProcessLimiter:
                     oldest = min((bucket for bucket, count in buckets.items() if count), default=minute)
                     used.append(sum(buckets.values()))
                     resets.append(_ceil_seconds((oldest + ROLLING_BUCKETS) * 60 - now))
+                elif limit.window == PACIFIC_MONTH:
+                    month = self._month_windows.around(now)[1]
+                    entry = self._months.get((scope, limit.counter_name, month.day_id))
+                    if entry is None or entry[0] is None:
+                        return limit, month.day_id, entry[1] if entry else 0
+                    buckets = self._reserved.get((scope, limit.counter_name), {})
+                    for stale in [bucket for bucket in buckets if bucket <= minute - reservation_buckets()]:
+                        del buckets[stale]
+                    used.append(entry[0] + entry[1] + sum(buckets.values()))
+                    resets.append(_ceil_seconds(month.end - now))
                 else:
                     window_id, end = (minute, (minute + 1) * 60) if limit.window == MINUTE else (day.day_id, day.end)
                     stored = self._fixed.get((scope, limit.counter_name, limit.window))
@@ -394,18 +687,10 @@ class InProcessLimiter:
                 if self._denials_since is None:
                     self._denials_since = now
             elif counting:
-                reserved = tuple(
-                    (limit.settles, limit.counter_name, limit.window, minute, limit.cost)
-                    for limit in limits
-                    if limit.settles
-                )
-                if reserved:
-                    reservation_id = new_reservation_id()
-                    self._reservations[(scope, reservation_id)] = (now + settings.RESERVATION_TTL_SECONDS, reserved)
-                    decision = Decision(True, decision.states, None, reservation_id)
                 for limit, count in zip(limits, used, strict=True):
-                    if limit.window == ROLLING_10M:
-                        buckets = self._rolling.setdefault((scope, limit.counter_name), {})
+                    if limit.window in (ROLLING_10M, PACIFIC_MONTH):
+                        held = self._rolling if limit.window == ROLLING_10M else self._reserved
+                        buckets = held.setdefault((scope, limit.counter_name), {})
                         buckets[minute] = buckets.get(minute, 0) + limit.cost
                     elif limit.window == MINUTE:
                         self._fixed[(scope, limit.counter_name, MINUTE)] = (
@@ -419,6 +704,8 @@ class InProcessLimiter:
                             count + limit.cost,
                             day.end,
                         )
+        if counting and decision.allowed and any(limit.settles for limit in limits):
+            return Decision(True, decision.states, None, self._signer.issue(scope, limits, int(now)))
         return decision
 
     def _sweep(self, now: float) -> None:
@@ -428,27 +715,38 @@ class InProcessLimiter:
         oldest_kept = int(now // 60) - ROLLING_BUCKETS + 1
         for key in [key for key, buckets in self._rolling.items() if max(buckets, default=0) < oldest_kept]:
             del self._rolling[key]
-        for key in [key for key, (lapses_at, _) in self._reservations.items() if lapses_at <= now]:
-            del self._reservations[key]
+        oldest_reserved = int(now // 60) - reservation_buckets() + 1
+        for key in [key for key, buckets in self._reserved.items() if max(buckets, default=0) < oldest_reserved]:
+            del self._reserved[key]
+        for key in [key for key in self._months if month_end(key[2]) <= now]:
+            del self._months[key]
 
 
 # KEYS[i]: "rl:{<scope>}:<counter>:<window>", limit i's counter without its window instance.
 # ARGV[1]: "check" or "peek"; ARGV[2..10]: start, end, day id of the previous, current and next Pacific day
 # (zoneinfo's, from the caller's clock); then per limit i: ARGV[8+3i] window, ARGV[9+3i] limit, ARGV[10+3i] cost;
-# then ARGV[11+3n] the keys' TTL margin, ARGV[12+3n] the reservation's key ('' for none), ARGV[13+3n] its TTL in
-# seconds and ARGV[14+3n] its entries as JSON, [[measure, counter key, window, amount], ...] (built by the caller);
-# then ARGV[15+3n] what a refusal is recorded under: the model, then the quota id of each limit, one per line ('' for a
-# peek; one argument rather than n + 1, as every check sends it and few read it).
-# Returns {allowed 0|1, index of the first exceeded limit or 0, then remaining and reset_seconds per limit}.
+# then ARGV[11+3n] the keys' TTL margin; then ARGV[12+3n] what a refusal is recorded under: the model, then the quota
+# id of each limit, one per line ('' for a peek; one argument rather than n + 1, as every check sends it and few read
+# it); then, only with a pacific_month limit, ARGV[13+3n..21+3n] start, end, month id (YYYYMM) of the previous,
+# current and next Pacific month and ARGV[22+3n] the minutes of reservations a monthly limit counts.
+# Returns {allowed 0|1, index of the first exceeded limit or 0, then remaining and reset_seconds per limit, then Redis's
+# epoch second} (the second dates the reservation id the caller makes of an admitted check); or, when a monthly
+# limit's counter for the month has no seed, {-1, its index, what was reported into it so far, the month id}, having
+# written nothing.
+#
+# A monthly counter is two keys besides KEYS[i]: the hash KEYS[i]:<YYYYMM> of the month, fields "seed" (what the books
+# held when it was made, less what was reported into it by then) and "spent" (reported since: the settle script), and
+# the hash KEYS[i]:r of the reservations of admitted checks, minute -> units, which count while younger than the
+# reservation minutes. Used = seed + spent + those reservations.
 #
 # The clock is Redis's own TIME, so every worker counts into the same windows whatever its own clock says. Minute and
 # day counters are plain integers whose key name ends with the window instance (minute number, YYYYMMDD), so the
 # script builds key names from the clock: Redis Cluster tolerates undeclared keys only in the slot of the declared
 # ones, which the shared hash tag {<scope>} guarantees. A rolling counter is one hash of minute -> units.
-# All reads come before any write, and nothing is written unless every limit has room: all or nothing. An admitted
-# check writes its reservation too (same hash tag): JSON [bucket (the minute), entries]; a refused one adds 1 to
-# field "<minute>|<model>|<quota id of the first exceeded limit>" of the denials hash "dn:{<scope>}" (same hash tag),
-# which lives DENIAL_TTL_SECONDS from its newest field (the constant is written into the script below).
+# All reads come before any write, and nothing is written unless every limit has room: all or nothing. A refused
+# check adds 1 to field "<minute>|<model>|<quota id of the first exceeded limit>" of the denials hash "dn:{<scope>}"
+# (same hash tag), which lives DENIAL_TTL_SECONDS from its newest field (the constant is written into the script
+# below).
 _CHECK_SCRIPT = """
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
@@ -475,9 +773,38 @@ end
 local n = #KEYS
 local keys, used, resets, expire_at, stale = {}, {}, {}, {}, {}
 local exceeded = 0
+-- Monthly limits only: the Pacific month that holds Redis's clock (as the day above) and the minutes of reservations
+-- that count, read when the first such limit comes.
+local month_id, month_end, rb
+local function pick_month()
+  local base = 13 + 3 * n
+  month_id, month_end = ARGV[base + 5], tonumber(ARGV[base + 4])
+  for d = 0, 2 do
+    local s, e = tonumber(ARGV[base + 3 * d]), tonumber(ARGV[base + 1 + 3 * d])
+    if s <= sec and sec < e then
+      month_id, month_end = ARGV[base + 2 + 3 * d], e
+      break
+    end
+  end
+  rb = tonumber(ARGV[base + 9])
+end
 for i = 1, n do
   local window, limit, cost = ARGV[8 + 3 * i], tonumber(ARGV[9 + 3 * i]), tonumber(ARGV[10 + 3 * i])
-  if window == 'rolling_10m' then
+  if window == 'pacific_month' then
+    if month_id == nil then pick_month() end
+    local held = redis.call('HMGET', KEYS[i] .. ':' .. month_id, 'seed', 'spent')
+    local spent = tonumber(held[2] or 0)
+    -- Not seeded: nothing was written yet; the caller seeds it from the books and checks again.
+    if not held[1] then return {-1, i, spent, month_id} end
+    local fields = redis.call('HGETALL', KEYS[i] .. ':r')
+    local u, old = tonumber(held[1]) + spent, {}
+    for j = 1, #fields, 2 do
+      if tonumber(fields[j]) <= minute - rb then old[#old + 1] = fields[j] else u = u + tonumber(fields[j + 1]) end
+    end
+    keys[i], used[i], stale[i] = KEYS[i] .. ':r', u, old
+    resets[i] = reset_until(month_end)
+    expire_at[i] = (minute + rb) * 60 + margin
+  elseif window == 'rolling_10m' then
     local fields = redis.call('HGETALL', KEYS[i])
     local u, oldest, old = 0, minute, {}
     for j = 1, #fields, 2 do
@@ -513,7 +840,7 @@ for i = 1, n do
   local remaining = limit - used[i]
   if counting then
     remaining = remaining - tonumber(cost)
-    if window == 'rolling_10m' then
+    if window == 'rolling_10m' or window == 'pacific_month' then
       redis.call('HINCRBY', keys[i], minute, cost)
       if #stale[i] > 0 then redis.call('HDEL', keys[i], unpack(stale[i])) end
       redis.call('EXPIREAT', keys[i], expire_at[i])
@@ -525,11 +852,7 @@ for i = 1, n do
   out[#out + 1] = remaining
   out[#out + 1] = resets[i]
 end
-local reservation_key = ARGV[12 + 3 * n]
-if counting and reservation_key ~= '' then
-  redis.call('SET', reservation_key, '[' .. minute .. ',' .. ARGV[14 + 3 * n] .. ']', 'EX', ARGV[13 + 3 * n])
-end
-local label = ARGV[15 + 3 * n]
+local label = ARGV[12 + 3 * n]
 if exceeded > 0 and ARGV[1] == 'check' and label ~= '' then
   local lines, from = {}, 1
   while #lines <= exceeded do
@@ -543,24 +866,28 @@ if exceeded > 0 and ARGV[1] == 'check' and label ~= '' then
     redis.call('EXPIRE', denials, DENIAL_TTL_SECONDS)  -- a new field (a new minute): the hash lives on from now
   end
 end
+out[#out + 1] = sec
 return out
 """.replace("DENIAL_TTL_SECONDS", str(DENIAL_TTL_SECONDS))
 
-# KEYS[1]: "rsv:{<scope>}:" (reservation keys are this plus the id), KEYS[2]: "rl:{<scope>}:" (counter keys are this
-# plus "<counter>:<window>"); neither is a key itself: they name the scope's slot, as in the check script.
-# ARGV[1]: the keys' TTL margin; ARGV[2]: the usages as one JSON object (one argument: packing thousands of arguments
-# cost the caller more than the script's work):
-#   "counters": [[name, window], ...]: the counters usages name, numbered from 1 in this order;
-#   "plain": [[counter number, amount], ...]: usage without a reservation id (summed per counter by the caller);
-#   "reserved": [[reservation id, measure, actual amount, counter number or 0, measure, ...], ...]: the counter of a
-#   measure is where its amount goes if the reservation is not found.
+# KEYS[1]: "rl:{<scope>}:" (counter keys are this plus "<counter>:<window>"); not a key itself: it names the scope's
+# slot, as in the check script. ARGV[1]: the keys' TTL margin; ARGV[2]: a Settlement of the scope as one JSON object:
+#   "counters": [[name, window], ...]: the counters it changes, numbered from 1 in this order;
+#   "plain": [[counter number, amount], ...]: unreserved usage, summed per counter: added to the current bucket;
+#   "reserved": [[counter number, bucket, net difference, sum of the positive differences], ...]: the differences of
+#   the reservations of one bucket, summed; the net goes into that bucket while it is in its window, after that the
+#   positive sum into the current bucket;
+#   "spent": [[counter number, month YYYYMM, the month hash's expiry, amount], ...]: usage of pacific_month counters,
+#   added to field "spent" of the month's hash (made if missing: its seed comes later, less what it holds by then);
+#   "released": [[counter number, bucket, amount], ...]: their reserved estimates, taken off the reservations hash
+#   while the bucket still counts (newer than "rb" minutes), never below zero.
 # Returns the number of counter buckets changed.
 #
 # Changes are summed per bucket before any is written, so that "never below zero" holds for the net change of a bucket
-# whatever the order of the usages. Redis's TIME is the clock, as in the check that made the reservations.
+# whatever the order of the usages. Redis's TIME is the clock, as in the checks that dated the reservations.
 _SETTLE_SCRIPT = """
 local minute = math.floor(tonumber(redis.call('TIME')[1]) / 60)
-local reservation_prefix, counter_prefix = KEYS[1], KEYS[2]
+local counter_prefix = KEYS[1]
 local margin = tonumber(ARGV[1])
 local usages = cjson.decode(ARGV[2])
 
@@ -584,29 +911,27 @@ for _, plain in ipairs(usages.plain) do
   change(keys[plain[1]], windows[plain[1]], minute, plain[2])
 end
 
-for _, usage in ipairs(usages.reserved) do
-  local actual, fallback = {}, {}
-  for j = 2, #usage, 3 do
-    actual[usage[j]], fallback[usage[j]] = usage[j + 1], usage[j + 2]
+for _, reserved in ipairs(usages.reserved) do
+  local c, bucket, net, more = reserved[1], reserved[2], reserved[3], reserved[4]
+  local window = windows[c]
+  if (window == 'minute' and bucket == minute) or (window == 'rolling_10m' and bucket > minute - 10) then
+    change(keys[c], window, bucket, net)
+  elseif more > 0 then
+    change(keys[c], window, minute, more)  -- the reserved bucket left its window: what was used above it still counts
   end
-  local stored = redis.call('GETDEL', reservation_prefix .. usage[1])
-  if stored then
-    local reservation = cjson.decode(stored)
-    local bucket = reservation[1]
-    for _, e in ipairs(reservation[2]) do
-      local measure, key, window, amount = e[1], e[2], e[3], e[4]
-      local delta = (actual[measure] or 0) - amount
-      if (window == 'minute' and bucket == minute) or (window == 'rolling_10m' and bucket > minute - 10) then
-        change(key, window, bucket, delta)
-      elseif delta > 0 then
-        change(key, window, minute, delta)  -- the reserved bucket left its window: what was used still counts
-      end
-    end
-  else
-    for measure, amount in pairs(actual) do
-      local c = fallback[measure]
-      if c > 0 and amount > 0 then change(keys[c], windows[c], minute, amount) end
-    end
+end
+
+for _, spent in ipairs(usages.spent) do
+  local key = keys[spent[1]] .. ':' .. spent[2]
+  redis.call('HINCRBY', key, 'spent', spent[4])
+  redis.call('EXPIREAT', key, spent[3])
+end
+for _, released in ipairs(usages.released) do
+  local bucket = released[2]
+  if bucket > minute - usages.rb then
+    local key = keys[released[1]] .. ':r'
+    local held = tonumber(redis.call('HGET', key, bucket) or 0)
+    if held > 0 then redis.call('HINCRBY', key, bucket, -math.min(held, released[3])) end
   end
 end
 
@@ -631,6 +956,14 @@ for _, entry in ipairs(order) do
   end
 end
 return #order
+"""
+
+# KEYS[1]: a monthly counter's hash of one month "rl:{<scope>}:<counter>:pacific_month:<YYYYMM>"; ARGV[1]: its seed,
+# ARGV[2]: its expiry (epoch seconds). Sets the seed unless another caller did first. Returns 1 if this call set it.
+_SEED_SCRIPT = """
+local set = redis.call('HSETNX', KEYS[1], 'seed', ARGV[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+return set
 """
 
 # KEYS[1]: a scope's denials "dn:{<scope>}", KEYS[2]: its claim key "dn:{<scope>}:claim"; ARGV[1]: a new claim id,
@@ -669,6 +1002,9 @@ class RedisLimiter:
         )
         self._script = self._redis.register_script(_CHECK_SCRIPT)  # EVALSHA, EVAL (SCRIPT LOAD) on NOSCRIPT
         self._settle_script = self._redis.register_script(_SETTLE_SCRIPT)
+        self._seed_script = self._redis.register_script(_SEED_SCRIPT)
+        self._months = _PacificMonths()
+        self._signer = ReservationSigner.from_settings()
         self._claim_script = self._redis.register_script(_CLAIM_SCRIPT)
         self._release_script = self._redis.register_script(_RELEASE_SCRIPT)
         self._days = _PacificDays()
@@ -695,28 +1031,29 @@ class RedisLimiter:
             return Decision(True, [], None)
         _require_distinct(limits)
         keys = [f"rl:{{{scope}}}:{limit.counter_name}:{limit.window}" for limit in limits]
+        now = time.time()
         args: list[str | int] = ["check" if counting else "peek"]
-        for day in self._days.around(time.time()):
+        for day in self._days.around(now):
             args += day
+        monthly = False
         for limit in limits:
             args += (limit.window, limit.limit, limit.cost)
+            monthly = monthly or limit.window == PACIFIC_MONTH
         args.append(KEY_TTL_MARGIN)
-        # Built here rather than in the script: this is the hot path, and Redis's time is shared by the fleet.
-        reserved = [
-            [limit.settles, key, limit.window, limit.cost]
-            for key, limit in zip(keys, limits, strict=True)
-            if limit.settles
-        ]
-        reservation_id = new_reservation_id() if counting and reserved else None
-        if reservation_id:
-            ttl = settings.RESERVATION_TTL_SECONDS
-            args += (_reservations_prefix(scope) + reservation_id, ttl, orjson.dumps(reserved))
-        else:
-            args += ("", 0, "")
         # What a refusal is recorded under: only read by the script when it refuses.
         args.append("\n".join((model, *(limit.quota_id for limit in limits))) if counting else "")
+        if monthly:
+            for month in self._months.around(now):
+                args += month
+            args.append(reservation_buckets())
         try:
             reply = self._script(keys=keys, args=args)
+            # A monthly counter without its seed (each at most once: a seed is never unset while its month lasts).
+            for _ in range(len(limits)):
+                if int(reply[0]) != -1:
+                    break
+                self._seed(keys, limits, reply)
+                reply = self._script(keys=keys, args=args)
         except RedisError as error:
             self.fallbacks += 1
             self._fallback_warning.note(error)
@@ -728,14 +1065,31 @@ class RedisLimiter:
         exceeded_at = int(reply[1])
         if exceeded_at:
             return Decision(False, states, states[exceeded_at - 1])
-        return Decision(True, states, None, reservation_id)
+        if counting and any(limit.settles for limit in limits):
+            return Decision(True, states, None, self._signer.issue(scope, limits, int(reply[-1])))
+        return Decision(True, states, None)
+
+    def _seed(self, keys: list[str], limits: list[Limit], reply: list) -> None:
+        """Seed the month's counter the check script found without one: what the books hold (the limit's `seed`, read
+        after the script read what was reported into the counter) less what was reported into it by then, which the
+        books already hold. Usage whose report committed between the two reads counts twice (more, never less), until
+        the month ends."""
+        index, reported, month = int(reply[1]) - 1, int(reply[2]), int(reply[3])
+        seeded = limits[index].seed(month_first_day(month)) - reported
+        self._seed_script(keys=[f"{keys[index]}:{month}"], args=[seeded, month_end(month) + KEY_TTL_MARGIN])
 
     def settle(self, scope: str, usages: list[Usage]) -> None:
         self.settle_many({scope: usages})
 
     def settle_many(self, usages_by_scope: dict[str, list[Usage]]) -> None:
-        """One settle script call per scope (a Redis Cluster runs each on its scope's node), all in one pipeline."""
-        calls = [_settle_call(scope, usages) for scope, usages in usages_by_scope.items() if usages]
+        """One settle script call per scope that changes anything (a Redis Cluster runs each on its scope's node), all
+        in one pipeline; no round trip when nothing changes."""
+        now = time.time()
+        calls = [
+            call
+            for scope, usages in usages_by_scope.items()
+            if usages and (call := _settle_call(scope, _settlement(self._signer, scope, usages, now))) is not None
+        ]
         if not calls:
             return
         try:
@@ -797,26 +1151,37 @@ class RedisLimiter:
         return self._fallback.local_denials_due()
 
 
-def _settle_call(scope: str, usages: list[Usage]) -> tuple[list[str], list[int | bytes]]:
-    """(keys, args) of the settle script for the usages of one scope (the layout is described above the script)."""
+def _settle_call(scope: str, settled: Settlement) -> tuple[list[str], list[int | bytes]] | None:
+    """(keys, args) of the settle script for one scope's Settlement (the layout is described above the script); None
+    when it changes nothing."""
     numbers: dict[Counter, int] = {}
-    plain: dict[int, int] = {}
-    reserved: list[list[str | int]] = []
-    for reservation_id, amounts, counters in usages:
-        if reservation_id is None:  # summed here: one change per counter, whatever the number of usages
-            for measure, amount in amounts.items():
-                counter = counters.get(measure)
-                if amount and counter is not None:
-                    number = numbers.setdefault(counter, len(numbers) + 1)
-                    plain[number] = plain.get(number, 0) + amount
-            continue
-        usage: list[str | int] = [reservation_id]
-        for measure, amount in amounts.items():
-            counter = counters.get(measure)
-            usage += (measure, amount, 0 if counter is None else numbers.setdefault(counter, len(numbers) + 1))
-        reserved.append(usage)
-    document = {"counters": [tuple(counter) for counter in numbers], "plain": list(plain.items()), "reserved": reserved}
-    return [_reservations_prefix(scope), f"rl:{{{scope}}}:"], [KEY_TTL_MARGIN, orjson.dumps(document)]
+    plain = [[numbers.setdefault(counter, len(numbers) + 1), amount] for counter, amount in settled.plain.items()]
+    reserved = [
+        [numbers.setdefault(counter, len(numbers) + 1), bucket, net, more]
+        for (counter, bucket), (net, more) in settled.reserved.items()
+        if net or more
+    ]
+    spent = [
+        [numbers.setdefault(counter, len(numbers) + 1), month, month_end(month) + KEY_TTL_MARGIN, amount]
+        for (counter, month), amount in settled.spent.items()
+        if amount
+    ]
+    released = [
+        [numbers.setdefault(counter, len(numbers) + 1), bucket, amount]
+        for (counter, bucket), amount in settled.released.items()
+        if amount
+    ]
+    if not plain and not reserved and not spent and not released:
+        return None
+    document = {
+        "counters": [tuple(counter) for counter in numbers],
+        "plain": plain,
+        "reserved": reserved,
+        "spent": spent,
+        "released": released,
+        "rb": reservation_buckets(),
+    }
+    return [f"rl:{{{scope}}}:"], [KEY_TTL_MARGIN, orjson.dumps(document)]
 
 
 def _denials_key(scope: str) -> str:
@@ -839,11 +1204,6 @@ def _claim(scope: str, reply: list[bytes]) -> DenialClaim:
         model, quota_id = rest.rsplit("|", 1)  # a quota id has no "|"; a model id is taken whole
         denials.append(Denials(scope, model, quota_id, int(minute), int(value)))
     return DenialClaim(scope, claim_id, denials)
-
-
-def _reservations_prefix(scope: str) -> str:
-    """The start of a scope's reservation keys: under the scope's hash tag, like its counters."""
-    return f"rsv:{{{scope}}}:"
 
 
 class _RareWarning:

@@ -260,6 +260,33 @@ class UsageRollup(models.Model):
         return f"{self.granularity} {self.bucket_start:%Y-%m-%d %H:%M} {self.model_id}"
 
 
+class UsagePeak(models.Model):
+    """The busiest UTC minute of a UTC hour per project × model, over all the project's keys: the most requests and
+    the most input tokens any one minute of the hour had (possibly two different minutes), as the minute rollups of
+    the hour summed per minute say. Kept by usage.peaks in each ingestion transaction, so that the Limits tab reads
+    one row per hour instead of every key's minutes (usage.queries._minute_peaks). Like the events', the foreign keys
+    carry no database constraint (projects and models are never deleted)."""
+
+    project = models.ForeignKey(
+        "studio.Project", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    model = models.ForeignKey(
+        CatalogModel, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    hour = models.DateTimeField()
+    requests = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("usage peak")
+        verbose_name_plural = _("usage peaks")
+        # One index for the upserts and the dashboard's range scans (project, then each model's hours).
+        constraints = [models.UniqueConstraint(fields=["project", "model", "hour"], name="one_usage_peak_per_hour")]
+
+    def __str__(self):
+        return f"{self.hour:%Y-%m-%d %H:00} {self.model_id}: {self.requests} requests, {self.input_tokens} tokens"
+
+
 class PendingCharge(models.Model):
     """Rated usage of paid projects not yet charged to the ledger, one row per line of the statement
     to be: billing account × project × model × price version × Pacific month × SKU (batch and long

@@ -2,20 +2,25 @@
 
 quota:check counts an estimate of each admitted request in the TPM window (the prompt's tokens as the fleet
 estimated them) and in the spend window (that prompt at the model's prices plus an output allowance), and reserves
-it under a reservation id (usage.limiter). When usage:report stores a new request event, its actual figures settle
-that reservation: TPM counts its input tokens if it counts against quota (generate and batch, failed requests
-included; never count_tokens or cache storage), the spend window its cost in micro-USD, rounded up (0 when it is not
-billable; cache storage is not admitted, but what it costs is spent and counts too). An event without a reservation
-id, or whose reservation is unknown or has lapsed, adds its actual figures (if it occurred in the last 10 minutes:
-older usage is outside every window) to the counters of its project's current
-tier (`admission.settlement_counters`), the ones the next check reads.
+it under a reservation id (usage.limiter: the id holds the reservation, signed; nothing is stored per reservation).
+When usage:report stores a new request event, its actual figures settle that reservation: TPM counts its input tokens
+if it counts against quota (generate and batch, failed requests included; never count_tokens or cache storage), the
+spend window its cost in micro-USD, rounded up (0 when it is not billable; cache storage is not admitted, but what it
+costs is spent and counts too). The limiter takes the id only for the counters the check counted in: those of the
+project's current tier for the event's model (`admission.settlement_counters`, the ones the next check reads). An
+event without a reservation id, or whose id is not taken (unknown, forged, lapsed, made for another tier or model),
+adds its actual figures to those counters if it occurred in the last 10 minutes: older usage is outside every window.
+A capped project's monthly spend counter (usage.spendcap) is the exception: it takes the cost of every new event, late
+or not, reserved or not, in the Pacific month the event occurred in.
 
 Only the events a batch newly inserted settle, so a replayed report changes nothing; and only once their write has
-committed, so a write that rolled back settles nothing. A failure to settle never fails the report: the events are
-stored, and the limiter logs it (usage.limiter: Redis errors are warnings, at most one per 10 s).
+committed, so a write that rolled back settles nothing. That is what makes settlement exactly once: an id is read,
+not looked up, so nothing else remembers that it was settled. A failure to settle never fails the report: the events
+are stored, and the limiter logs it (usage.limiter: Redis errors are warnings, at most one per 10 s).
 
-Cost per batch: one pass over its rows in Python, at most one query (the tiers of the projects whose usage settles,
-only when there is any) and one limiter call (through Redis: one pipeline of one script call per project).
+Cost per batch: one pass over its rows in Python (and a MAC per reservation id, about a microsecond), at most one
+query (the tiers of the projects whose usage settles, only when there is any) and one limiter call (through Redis: one
+pipeline of one script call per project whose counters change, its changes summed per counter and minute).
 """
 
 import math
@@ -29,7 +34,8 @@ from django.utils import timezone
 from studio.models import Project, effective_tier
 from usage.admission import INPUT_TOKENS, MICRO_USD, project_scope, settlement_counters
 from usage.catalog import get_catalog
-from usage.limiter import Usage, get_limiter
+from usage.limiter import Usage, get_limiter, month_id, pacific_month_windows
+from usage.spendcap import MONTH_MICRO_USD
 
 MICRO = Decimal(1_000_000)
 SETTLED_HORIZON = timedelta(minutes=10)
@@ -55,12 +61,29 @@ def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], 
     )
     new = set(inserted)
     # Unreserved usage that occurred before the longest window it could count in (the spend limit's 10 minutes) adds
-    # nothing: a report that comes late (up to 7 days, or the demo's history) must not fill today's windows.
-    closed = timezone.now() - SETTLED_HORIZON
-    # project pk -> [(reservation id, model, input tokens, micro-USD)]: each settles its own reservation
-    reserved: dict[int, list[tuple[str, str, int, int]]] = defaultdict(list)
-    # (project pk, model) -> [input tokens, micro-USD]: summed, they only add to the current windows
-    unreserved: dict[tuple[int, str], list[int]] = {}
+    # nothing: a report that comes late (up to 7 days, or the demo's history) must not fill today's windows. The same
+    # holds for an event whose reservation id the limiter does not take (`Usage.recent`).
+    now = timezone.now()
+    closed = now - SETTLED_HORIZON
+    months = pacific_month_windows(now.timestamp())
+
+    by_hour: dict[int, int] = {}  # a Pacific month starts on a UTC hour (whole-hour offsets)
+
+    def month_of(moment) -> int:  # the Pacific month (YYYYMM) a monthly spend counter takes the event's cost in
+        second = moment.timestamp()
+        hour = int(second) // 3600
+        month = by_hour.get(hour)
+        if month is None:
+            month = by_hour[hour] = next((m.day_id for m in months if m.start <= second < m.end), None) or month_id(
+                moment
+            )
+        return month
+
+    # project pk -> [(reservation id, model, input tokens, micro-USD, recent, month)]: each settles its reservation
+    reserved: dict[int, list[tuple[str, str, int, int, bool, int]]] = defaultdict(list)
+    # (project pk, model, month, recent) -> [input tokens, micro-USD]: summed, they only add to the current windows
+    # (recent), or only to a monthly spend counter (not recent: cost only)
+    unreserved: dict[tuple[int, str, int, bool], list[int]] = {}
     for row in rows:
         event_id = row[event_at]
         if event_id not in new:
@@ -69,22 +92,26 @@ def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], 
         cost = row[cost_at]
         micro_usd = math.ceil(cost * MICRO) if row[billable_at] and cost else 0
         reservation_id = reservations.get(event_id)
+        recent = row[occurred_at] >= closed
         if reservation_id is not None:
-            reserved[row[project_at]].append((reservation_id, row[model_at], tokens, micro_usd))
-        elif (tokens or micro_usd) and row[occurred_at] >= closed:
-            totals = unreserved.setdefault((row[project_at], row[model_at]), [0, 0])
-            totals[0] += tokens
+            reserved[row[project_at]].append(
+                (reservation_id, row[model_at], tokens, micro_usd, recent, month_of(row[occurred_at]))
+            )
+        elif micro_usd or (tokens and recent):
+            key = (row[project_at], row[model_at], month_of(row[occurred_at]), recent)
+            totals = unreserved.setdefault(key, [0, 0])
+            totals[0] += tokens if recent else 0
             totals[1] += micro_usd
     if not reserved and not unreserved:
         return
 
-    # Every project settling needs its tier: a reservation may turn out to have lapsed, and then the usage counts
-    # in the counters of the tier the project is on now, as a new check would read them.
-    projects = set(reserved).union(project for project, _ in unreserved)
+    # Every project settling needs its tier: a reservation id is taken only for the counters it was counted in, and
+    # otherwise the usage counts in those of the tier the project is on now, as a new check would read them.
+    projects = set(reserved).union(key[0] for key in unreserved)
     tiers = {
-        pk: effective_tier(tier, billing_state)
-        for pk, tier, billing_state in Project.objects.filter(pk__in=projects).values_list(
-            "pk", "tier", "billing_state"
+        pk: (effective_tier(tier, billing_state), since)
+        for pk, tier, billing_state, since in Project.objects.filter(pk__in=projects).values_list(
+            "pk", "tier", "billing_state", "spend_cap_since"
         )
     }
     catalog = get_catalog()
@@ -93,17 +120,22 @@ def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], 
     def counters_of(project: int, model: str) -> dict:
         found = counters.get((project, model))
         if found is None:
-            tier = tiers.get(project)
-            found = counters[(project, model)] = {} if tier is None else settlement_counters(tier, model, catalog)
+            tier, since = tiers.get(project, (None, None))
+            found = counters[(project, model)] = (
+                {} if tier is None else settlement_counters(tier, model, catalog, spend_cap_since=since)
+            )
         return found
 
     usages: dict[str, list[Usage]] = defaultdict(list)
-    for (project, model), (tokens, micro_usd) in unreserved.items():
-        amounts = {INPUT_TOKENS: tokens, MICRO_USD: micro_usd}
-        usages[project_scope(project)].append(Usage(None, amounts, counters_of(project, model)))
+    for (project, model, month, recent), (tokens, micro_usd) in unreserved.items():
+        counted = counters_of(project, model)
+        if not recent and MONTH_MICRO_USD not in counted:
+            continue  # late, and no monthly counter to take it
+        amounts = {INPUT_TOKENS: tokens, MICRO_USD: micro_usd, MONTH_MICRO_USD: micro_usd}
+        usages[project_scope(project)].append(Usage(None, amounts, counted, recent, month))
     for project, events in reserved.items():
         scope = usages[project_scope(project)]
-        for reservation_id, model, tokens, micro_usd in events:
-            amounts = {INPUT_TOKENS: tokens, MICRO_USD: micro_usd}
-            scope.append(Usage(reservation_id, amounts, counters_of(project, model)))
-    get_limiter().settle_many(usages)
+        for reservation_id, model, tokens, micro_usd, recent, month in events:
+            amounts = {INPUT_TOKENS: tokens, MICRO_USD: micro_usd, MONTH_MICRO_USD: micro_usd}
+            scope.append(Usage(reservation_id, amounts, counters_of(project, model), recent, month))
+    get_limiter().settle_many({scope: found for scope, found in usages.items() if found})

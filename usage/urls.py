@@ -7,4 +7,5 @@ urlpatterns = [
     path("", views.usage_page, name="dashboard"),
     path("export.csv", views.usage_csv, name="export"),
     path("limits/", views.limits_page, name="limits"),
+    path("projects/<str:project_id>/spend-cap/", views.spend_cap, name="spend-cap"),
 ]

@@ -11,13 +11,16 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods
 
 from studio.models import ApiKey, Tier
-from studio.views.rendering import render_page
+from studio.views.rendering import LIMITS_CHANGED, finish, render_dialog, render_page
 from studio.zones import zone_named
-from usage.access import get_projects_for_user
+from usage import spendcap
+from usage.access import get_project_for_user, get_projects_for_user
 from usage.dashboard import limit_rows, other_denials, report_charts, usage_report, write_csv
-from usage.forms import RangeForm, UsageFilterForm
+from usage.forms import RangeForm, SpendCapForm, UsageFilterForm
 from usage.models import CatalogModel
 from usage.queries import limits_for_project
 
@@ -40,7 +43,7 @@ def _url(name: str, query: dict) -> str:
 
 def _read_usage(request: HttpRequest, project, zone: ZoneInfo, now):
     """The Usage tab's filters, and what they select: (form, report, key), the report None while the
-    form is invalid. Five queries whatever the range: keys, catalog, and the three reads."""
+    form is invalid. Four queries whatever the range: keys, catalog, and the two reads."""
     keys = list(ApiKey.objects.filter(project=project).order_by("name", "pk"))
     catalog = list(CatalogModel.objects.order_by("display_name", "model_id"))
     form = UsageFilterForm(request.GET, today=now.astimezone(zone).date(), models=catalog, keys=keys)
@@ -138,6 +141,9 @@ def limits_page(request: HttpRequest) -> HttpResponse:
     limits = limits_for_project(project, form.window(now, zone), now=now)
     context.update(
         models=[(m, limit_rows(m, now=now, zone=zone), other_denials(m)) for m in limits],
+        cap=spendcap.cap_status(project, now=now),
+        cap_denied=sum(m.denials.get(spendcap.QUOTA_ID, 0) for m in limits),
+        cap_quota_id=spendcap.QUOTA_ID,
         tier=Tier(project.effective_tier).label,
         read_only=not project.is_writable_by(request.user),  # the Quota tier cell offers no links then
         next_tier=Tier(limits[0].next_tier).label if limits and limits[0].next_tier else None,
@@ -145,3 +151,21 @@ def limits_page(request: HttpRequest) -> HttpResponse:
     )
     with timezone.override(zone):
         return render_page(request, "usage/limits.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def spend_cap(request: HttpRequest, project_id: str) -> HttpResponse:
+    """X4: set, change or remove the project's monthly spend cap (its Owners and Editors; Viewers 403)."""
+    project = get_project_for_user(request.user, project_id, write=True)
+    limits_url = _url("usage:limits", {"project": project.project_id})
+    posted = request.method == "POST"
+    if posted and "remove" in request.POST:
+        project.set_spend_cap(None, by=request.user)
+        return finish(request, _("Spend cap removed."), redirect_to=limits_url, events=(LIMITS_CHANGED,))
+    form = SpendCapForm(request.POST if posted else None, initial={"amount": project.monthly_spend_cap})
+    if posted and form.is_valid():
+        project.set_spend_cap(form.cleaned_data["amount"], by=request.user)
+        return finish(request, _("Spend cap saved."), redirect_to=limits_url, events=(LIMITS_CHANGED,))
+    context = {"project": project, "form": form, "limits_url": limits_url}
+    return render_dialog(request, "usage/spend_cap.html", context, status=422 if form.errors else 200)

@@ -10,8 +10,11 @@ from billing.models.accounts import (
     PrepaymentStatus,
     ProfileType,
     ProjectBilling,
+    SuspensionReason,
 )
+from billing.models.budgets import Budget, BudgetAlert, ThresholdBasis
 from billing.models.countries import Country
+from billing.models.credits import CreditExpiry, CreditReminder, ReminderDays
 from billing.models.ledger import Credit, CreditKind, EntryKind, EntryReason, LedgerEntry, Sku, UsageLine
 from billing.models.prepayments import (
     PaymentStatus,
@@ -21,20 +24,35 @@ from billing.models.prepayments import (
     TierChange,
     TierRule,
 )
+from billing.models.statements import (
+    AttemptStatus,
+    LineKind,
+    Statement,
+    StatementEntry,
+    StatementLine,
+    StatementPayment,
+    StatementStatus,
+)
 from billing.models.test_processor import TestProcessorCharge, TestProcessorToken
 from billing.models.wizard import SetupSession
 
 __all__ = [
     "AccountStatus",
+    "AttemptStatus",
     "BillingAccount",
     "BillingAdministrator",
     "BillingPeriod",
+    "Budget",
+    "BudgetAlert",
     "Country",
     "Credit",
+    "CreditExpiry",
     "CreditKind",
+    "CreditReminder",
     "EntryKind",
     "EntryReason",
     "LedgerEntry",
+    "LineKind",
     "PaymentMethod",
     "PaymentMethodKind",
     "PaymentStatus",
@@ -46,10 +64,18 @@ __all__ = [
     "ProjectBilling",
     "RefundRequest",
     "RefundStatus",
+    "ReminderDays",
     "SetupSession",
     "Sku",
+    "Statement",
+    "StatementEntry",
+    "StatementLine",
+    "StatementPayment",
+    "StatementStatus",
+    "SuspensionReason",
     "TestProcessorCharge",
     "TestProcessorToken",
+    "ThresholdBasis",
     "TierChange",
     "TierRule",
     "UsageLine",

@@ -93,6 +93,13 @@ class AccountStatus(models.TextChoices):
     CLOSED = "closed", _("Closed")
 
 
+class SuspensionReason(models.TextChoices):
+    """Why a suspended account is suspended: only dunning's own suspension is lifted by a payment."""
+
+    PAST_DUE = "past_due", _("Past-due statement")
+    STAFF = "staff", _("Suspended by our billing team")
+
+
 class PrepaymentStatus(models.TextChoices):
     NOT_REQUIRED = "not_required", _("Not required")
     REQUIRED = "required", _("Required")
@@ -110,6 +117,9 @@ class BillingAccount(models.Model):
     country = models.ForeignKey(Country, on_delete=models.PROTECT, verbose_name=_("country"))
     currency = models.CharField(_("currency"), max_length=3, default="USD", editable=False)
     status = models.CharField(_("status"), max_length=10, choices=AccountStatus.choices, default=AccountStatus.ACTIVE)
+    suspension_reason = models.CharField(
+        _("suspension reason"), max_length=10, choices=SuspensionReason.choices, blank=True, default=""
+    )
     payments_profile = models.ForeignKey(PaymentsProfile, on_delete=models.PROTECT, related_name="billing_accounts")
     primary_payment_method = models.ForeignKey(
         PaymentMethod, on_delete=models.PROTECT, related_name="primary_for", verbose_name=_("primary payment method")

@@ -66,6 +66,8 @@ class EntryReason(models.TextChoices):
     USAGE = "usage", pgettext_lazy("ledger entry", "Usage")
     PREPAYMENT_REFUND = "prepayment_refund", _("Prepayment refund")
     REFUND_OF_USED_CREDIT = "refund_of_used_credit", _("Refunded prepayment already used for usage")
+    # Written when a statement is issued, so the ledger owes exactly the statement's rounded amount.
+    STATEMENT_ROUNDING = "statement_rounding", _("Statement rounding")
 
 
 # Entries that move a credit's balance, and entries that move what the account owes.

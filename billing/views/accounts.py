@@ -5,11 +5,14 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Count, F, FilteredRelation, Prefetch, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from billing import ledger, tiers
+from billing.budgets import statuses_by_account
+from billing.credits import countdown
 from billing.forms import CardForm, MoveProjectForm
 from billing.models import (
     AccountStatus,
@@ -23,9 +26,11 @@ from billing.models import (
 from billing.payments import refundable_from
 from billing.processor import PaymentError
 from billing.services import BillingError, link_project, make_primary, remove_payment_method, unlink_project
+from billing.statements import running_month_for_accounts, statements_by_account
 from billing.views.access import get_account_for_user, get_linked_project_for_user, get_payment_method_for_user
 from studio.models import WRITE_ROLES
 from studio.views.rendering import BILLING_CHANGED, finish, render_dialog, render_page
+from studio.zones import reader_zone
 
 RECENT_ENTRIES = 20
 
@@ -60,14 +65,17 @@ def billing_page(request: HttpRequest) -> HttpResponse:
         if profile
         else []
     )
-    credits = {}
+    credits, zone, now = {}, reader_zone(request), timezone.now()
     for credit in ledger.credits_with_remaining_for_accounts(accounts):
+        credit.countdown = countdown(credit, now=now, zone=zone)
         credits.setdefault(credit.account_id, []).append(credit)
     entries = {}
     for entry in ledger.recent_entries_for_accounts(accounts, limit=RECENT_ENTRIES):
         entries.setdefault(entry.account_id, []).append(entry)
     balances = ledger.balances_for_accounts(accounts)
+    issued, running = statements_by_account(accounts), running_month_for_accounts(accounts)
     standings = tiers.standings(accounts, balances=balances)
+    budgets = statuses_by_account(accounts)
     rules = list(TierRule.objects.all())
     prepayments, refunds = {}, {}
     for attempt in Prepayment.objects.filter(account__in=accounts).order_by("-created_at"):
@@ -89,15 +97,19 @@ def billing_page(request: HttpRequest) -> HttpResponse:
             {
                 "account": account,
                 "credits": credit_list,
+                "credits_expire": any(credit.expires_at for credit in credit_list),
                 "entries": entries.get(account.pk, []),
                 "balances": balances[account.pk],
+                "statements": issued.get(account.pk, []),
+                "running": running[account.pk],
+                "budgets": budgets.get(account.pk, []),
                 "links": links,
                 "prepayments": prepayments.get(account.pk, [])[:5],
                 "refunds": refunds.get(account.pk, [])[:5],
                 "refundable": refundable_from(credit_list, refunds.get(account.pk, [])),
             }
         )
-    context = {"rows": rows, "methods": methods, "profile": profile}
+    context = {"rows": rows, "methods": methods, "profile": profile, "zone": zone}
     return render_page(request, "billing/billing.html", context)
 
 

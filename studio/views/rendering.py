@@ -10,6 +10,7 @@ from django_htmx.http import retarget, trigger_client_event
 CLOSE_MODAL = "close-modal"
 KEYS_CHANGED = "keys-changed"
 BILLING_CHANGED = "billing-changed"
+LIMITS_CHANGED = "limits-changed"
 
 # The frame partials/dialog.html extends for htmx requests: the dialog's content alone.
 DIALOG_FRAGMENT = "partials/dialog_fragment.html"

@@ -2,11 +2,12 @@
 and the same template as a page without JS and as the modal's content for htmx."""
 
 import re
+from datetime import date
 
 import pytest
 from django.conf import settings
 
-from billing.models import ProjectBilling
+from billing.models import Budget, ProjectBilling, Statement, StatementStatus
 from billing.services import start_setup
 from studio.models import BillingState, Role, Tier
 from tests.factories import add_member, make_account, make_key, make_project
@@ -24,7 +25,16 @@ def world(owner, editor):
     ProjectBilling.objects.create(project=due, account=account, linked_by=owner)
     add_member(due, editor, Role.EDITOR)
     setup = start_setup(owner, project=free)
-    return {"key": key, "account": account, "paid": paid, "due": due, "setup": setup}
+    budget = Budget.objects.create(account=account, amount=100, created_by=owner)
+    Statement.objects.create(  # past due: its page offers to pay it with another card (dunning)
+        account=account,
+        month=date(2026, 10, 1),
+        status=StatementStatus.PAYMENT_FAILED,
+        usage_total=15,
+        credits_total=0,
+        amount_due=15,
+    )
+    return {"key": key, "account": account, "paid": paid, "due": due, "setup": setup, "budget": budget}
 
 
 def form_dialogs(world):
@@ -52,14 +62,33 @@ def form_dialogs(world):
         ("/billing/payment-methods/add/", "Add payment method", "Add payment method", None, "/billing/"),
         (f"{on_account}/prepayment/", "One-time prepayment", "One-time prepayment", None, "/billing/"),
         (f"{on_account}/refund/", "Request a refund", "Request a refund", None, "/billing/"),
+        (
+            f"{on_account}/statements/2026-10/pay/",
+            "Pay the October 2026 statement",
+            "Pay the October 2026 statement",
+            None,
+            f"{on_account}/statements/2026-10/",
+        ),
+        (f"{on_account}/budgets/new/", "Create budget", "Create budget", None, "/billing/"),
+        *[
+            (f"{on_account}/budgets/{world['budget'].pk}/{action}", title, title, None, "/billing/")
+            for action, title in [("", "Change budget"), ("delete/", "Delete budget")]
+        ],
         *[
             (f"/billing/setup/{setup.pk}/{step}/", title, title, None, f"/billing/setup/{setup.pk}/details/")
             for step, title in [("contact", "Contact information"), ("payment-method", "Payment method")]
         ],
+        (
+            f"/usage/projects/{paid.project_id}/spend-cap/",
+            "Set a monthly spend cap",
+            "Set a monthly spend cap",
+            None,
+            f"/usage/limits/?project={paid.project_id}",
+        ),
     ]
 
 
-DIALOG_COUNT = 12
+DIALOG_COUNT = 17
 
 
 def the_form(html: str) -> list[tuple[str, str]]:
@@ -78,7 +107,8 @@ def test_every_dialog_with_a_form_is_listed_here(db, owner, editor):
         if 'extends "partials/dialog.html"' in path.read_text()
     )
 
-    assert len(dialogs) == DIALOG_COUNT + 3  # + the key created, not an admin, the prepayment's outcome
+    # + the key created, not an admin, the prepayment's outcome; - one: budgets/edit.html creates and changes
+    assert len(dialogs) == DIALOG_COUNT + 3 - 1
     assert [get_template(name).template.nodelist[0].parent_name.token for name in dialogs] == [
         '"partials/dialog.html"'
     ] * len(dialogs)

@@ -35,12 +35,16 @@ def periodic_at(hour, minute) -> list[str]:
 
 def test_periodic_jobs_are_registered_with_their_schedules():
     every_minute = ["charge_usage", "deliver_outbox", "flush_denials"]
+    every_five = ["expire_credits", "reconcile_payments"]
+    every_ten = ["check_budgets", "retry_statement_payments"]
     assert periodic_at(9, 1) == every_minute
-    assert periodic_at(9, 5) == [*every_minute, "reconcile_payments"]
+    assert periodic_at(9, 5) == sorted([*every_minute, *every_five, "issue_statements"])
+    assert periodic_at(9, 10) == sorted([*every_minute, *every_five, *every_ten])
     assert periodic_at(9, 14) == every_minute
-    quarter_past = ["charge_usage", "deliver_outbox", "evaluate_tiers", "flush_denials", "reconcile_payments"]
+    quarter_past = sorted([*every_minute, *every_five, "evaluate_tiers"])
     assert periodic_at(9, 15) == quarter_past
     assert periodic_at(10, 15) == quarter_past
+    assert periodic_at(9, 35) == sorted([*every_minute, *every_five, "charge_statements"])
 
 
 def test_the_charge_usage_job_charges_now_and_again_within_the_minute(settings, monkeypatch):

@@ -29,7 +29,9 @@ WRITER = {
     'data-hx-target="#modal">'
     "Action required</a>\n</span>",
     "billing_suspended": '<span class="quota-tier" data-state="billing_suspended">\n'
-    '<span class="badge warning">Billing suspended</span>\n</span>',
+    '<span class="badge warning">Billing suspended</span> <small class="tier-hint">Paid requests are refused until '
+    "the billing account is reinstated, for example by paying a past-due statement.</small> "
+    '<a class="tier-action" href="/billing/">Go to billing</a>\n</span>',
     "tier_1_upgrade": '<span class="quota-tier" data-state="tier_1">\n<span class="badge paid">Tier 1</span> '
     '<a class="badge upgrade" href="/billing/projects/{pid}/upgrade/" data-hx-get="/billing/projects/{pid}/upgrade/" '
     'data-hx-target="#modal">Upgrade</a>\n</span>',
@@ -43,7 +45,9 @@ VIEWER = {
     "action_required": '<span class="quota-tier" data-state="action_required">\n'
     '<span class="badge warning">Action required</span> <small class="tier-hint">'
     "To make the one-time prepayment, ask an owner or editor of this project.</small>\n</span>",
-    "billing_suspended": WRITER["billing_suspended"],
+    "billing_suspended": '<span class="quota-tier" data-state="billing_suspended">\n'
+    '<span class="badge warning">Billing suspended</span> <small class="tier-hint">Paid requests are refused until '
+    "the billing account is reinstated, for example by paying a past-due statement.</small>\n</span>",
     "tier_1_upgrade": '<span class="quota-tier" data-state="tier_1">\n<span class="badge paid">Tier 1</span> '
     '<small class="tier-hint">To upgrade, ask an owner or editor of this project.</small>\n</span>',
     "tier_3": WRITER["tier_3"],

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.db.models import Sum
 
 from billing import ledger
-from billing.models import BillingAccount, LedgerEntry, UsageLine
+from billing.models import BillingAccount, LedgerEntry, Statement, StatementLine, StatementStatus, UsageLine
 from studio.models import ApiKey, Membership, Project, User
 from usage.models import PendingCharge, QuotaDenial, UsageEvent, UsageRollup
 from usage.queries import Sums, Window, limits_for_project, usage_by_bucket
@@ -90,7 +90,8 @@ def test_seed_demo_writes_its_usage_history_once(db):
     seed_demo_at(SEEDED_AT + timedelta(days=1))  # the history ends where the demo was first seeded: nothing new
 
     assert history_state() == written
-    assert written[:4] == (3829, 3829, 48, 37)
+    # 10 from the statements (closing charges, rounding, payments), 1 the agency account's unpaid usage (dunning)
+    assert written[:4] == (3829, 3829, 60, 37)
 
 
 def test_demo_history_tells_its_story_and_is_charged_once(db):
@@ -131,10 +132,35 @@ def test_demo_history_tells_its_story_and_is_charged_once(db):
     charged = sum(UsageLine.objects.filter(account=main).values_list("amount", flat=True))
     pending = sum(PendingCharge.objects.filter(account=main).values_list("amount_nanos", flat=True))
     billed = sum(UsageEvent.objects.filter(account=main).values_list("cost", flat=True))
-    assert charged + D(pending) / 10**9 == billed  # every billed event charged once, to the nano-dollar
-    assert round(charged, 2) == D("106.01")
-    # billing/demo.py's charges (332.40) took the welcome credit (300) before the history's; 20.00 was paid.
-    assert ledger.balances(main) == ledger.Balances(D(0), D("12.40") + charged, D("332.40") + charged)
+    # Every billed event once, to the nano-dollar: on a statement (exact), charged since, or pending.
+    stated = sum(
+        StatementLine.objects.filter(statement__account=main, project__isnull=False).values_list(
+            "exact_amount", flat=True
+        )
+    )
+    since = sum(
+        UsageLine.objects.filter(account=main, entry__statement_link__isnull=True).values_list("amount", flat=True)
+    )
+    assert stated + since + D(pending) / 10**9 == billed == D("106.007605920")
+    assert charged == D("106.007604")  # the statements closed the months' remainders, each to the micro-dollar
+    # Past months' statements (issued on the 1st, charged on the 2nd): billing/demo.py's charges (332.40) took
+    # the welcome credit (300) before the history's; its 20.00 payment is on October's statement.
+    assert [
+        (s.month.month, s.status, s.usage_total, s.credits_total, s.amount_due)
+        for s in Statement.objects.filter(account=main).order_by("month")
+    ] == [
+        (8, StatementStatus.NOTHING_DUE, D("0.00"), D("0.00"), D("0.00")),
+        (9, StatementStatus.PAID, D("204.32"), D("-180.00"), D("24.32")),
+        (10, StatementStatus.PAID, D("184.51"), D("-120.00"), D("44.51")),
+    ]
+    # What is owed now is November's so far: billing/demo.py's 12.40 and the history's usage since.
+    assert ledger.balances(main) == ledger.Balances(D(0), D("12.40") + since, D("332.40") + charged)
+    # A goodwill credit that expires within the 14-day reminder window (X2), granted after the charged history.
+    goodwill = main.credits.get(kind="goodwill")
+    assert (goodwill.expires_at, ledger.balances(main, at=SEEDED_AT).credit_remaining) == (
+        SEEDED_AT + timedelta(days=10),
+        D("25"),
+    )
     # The prototype was used only before its link (free).
     prototype = Project.objects.get(project_id="gen-lang-client-0100000008")
     assert UsageEvent.objects.filter(project=prototype).count() == 48

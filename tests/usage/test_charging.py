@@ -7,6 +7,7 @@ from decimal import Decimal as D
 import pytest
 import time_machine
 from django.core.management import call_command
+from django.db.models import F
 from django.utils import timezone
 
 from billing import ledger, services, tiers
@@ -220,6 +221,18 @@ def test_replayed_reports_are_charged_once(owner, event):
     ]
 
 
+def test_a_batch_with_some_replayed_events_adds_only_its_new_events_to_the_pending_lines(owner, event):
+    # All new: ingestion sums the lines in Python; one replayed: PostgreSQL sums the inserted events itself.
+    key, _ = make_key(make_billed_project(owner))
+    first, second, third = event(key), event(key), event(key)
+    ingest([first, second])
+    ingest([first, third])
+
+    lines = PendingCharge.objects.order_by("sku").values_list("sku", "quantity", "events", "amount_nanos")
+    # Three events of 1,200 input tokens (USD 0.00036) and 300 output tokens (USD 0.00075) of gemini-2.5-flash.
+    assert list(lines) == [("input", 3600, 3, 1_080_000), ("output", 900, 3, 2_250_000)]
+
+
 def test_sub_micro_dollar_remainders_wait_for_the_next_charge_and_nothing_is_lost(owner, event):
     key, _ = make_key(make_billed_project(owner))
     # 7 output tokens of flash: 7 × 2.50 / 1M = USD 0.0000175 = 17.5 micro-dollars
@@ -400,3 +413,185 @@ def test_the_ledger_names_a_usage_charge_by_its_month(owner, event):
         assert charge.label == "November 2026"
     with translation.override("ja"):
         assert charge.label == "2026年11月"
+
+
+# Many accounts per transaction (chunks of CHUNK_ACCOUNTS; smaller here to make several)
+
+
+def charges_by_account():
+    """{account pk: its usage charges' amounts, oldest first}"""
+    charges = {}
+    for account_id, amount in LedgerEntry.objects.filter(kind=EntryKind.USAGE_CHARGE).values_list(
+        "account_id", "amount"
+    ):
+        charges.setdefault(account_id, []).append(amount)
+    return charges
+
+
+def three_billed_accounts(since=None):
+    projects = [make_billed_project(make_user(f"chunk{n}@example.com"), name=f"P{n}", since=since) for n in range(3)]
+    return [project.billing.account for project in projects], [make_key(project)[0] for project in projects]
+
+
+def test_a_run_in_chunks_charges_each_account_exactly_its_own_usage(db, event):
+    (first, second, third), (key_1, key_2, key_3) = three_billed_accounts()
+    ingest(
+        [
+            event(key_1),
+            event(key_2),
+            event(key_2),
+            event(key_2, model="gemini-2.5-pro", input_tokens=1000, output_tokens=100),
+            *(event(key_3, input_tokens=0, output_tokens=7) for _ in range(3)),  # 3 × 17.5 micro-dollars
+        ]
+    )
+
+    run = charge_pending(chunk_size=2)  # [first, second], then [third]
+
+    assert (run.accounts, run.charges, run.lines, run.amount, run.failed) == (3, 3, 7, D("0.005632"), [])
+    assert charges_by_account() == {first.pk: [D("0.00111")], second.pk: [D("0.00447")], third.pk: [D("0.000052")]}
+    assert usage_lines(third) == [("P2", "gemini-2.5-flash", "output", False, D("21"), 3, D("0.000052"))]
+    assert [ledger.balances(account).total_spend for account in (first, second, third)] == [
+        D("0.00111"),
+        D("0.00447"),
+        D("0.000052"),
+    ]
+    # What is left is the third account's half micro-dollar, waiting for its line's next usage.
+    assert list(PendingCharge.objects.values_list("account_id", "amount_nanos", "events", "first_occurred_at")) == [
+        (third.pk, 500, 0, None)
+    ]
+
+
+def test_a_chunk_costs_the_same_statements_for_one_account_as_for_three(db, event):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    _, keys = three_billed_accounts()
+    # An input line charged whole (DELETE) and an output line with a remainder (UPDATE), each time.
+    ingest([event(keys[0], output_tokens=7)])
+    with CaptureQueriesContext(connection) as one:
+        charge_pending()
+    ingest([event(key, output_tokens=7) for key in keys])
+    with CaptureQueriesContext(connection) as three:
+        run = charge_pending()
+
+    assert run.accounts == 3
+    # Accounts; the chunk's savepoint; their locks, pending rows; the ledger's savepoint, locks, credits; the
+    # entries, the lines; its release; the pending rows' DELETE and UPDATE; the chunk's release.
+    assert [query["sql"].split(None, 1)[0] for query in three.captured_queries] == [
+        "SELECT",
+        "SAVEPOINT",
+        "SELECT",
+        "SELECT",
+        "SAVEPOINT",
+        "SELECT",
+        "SELECT",
+        "INSERT",
+        "INSERT",
+        "RELEASE",
+        "DELETE",
+        "UPDATE",
+        "RELEASE",
+    ]
+    assert len(one.captured_queries) == len(three.captured_queries)
+
+
+def test_credits_are_drawn_in_the_r24_order_per_account_in_one_chunk(db, event):
+    now = timezone.now()
+    (first, second, _), keys = three_billed_accounts(since=now - timedelta(days=3))
+    owner = first.administrators.get().user
+    with time_machine.travel(now - timedelta(days=2)):  # the second account's credits are granted first
+        goodwill_2 = ledger.grant_credit(
+            second, kind=CreditKind.GOODWILL, amount=D("1"), expires_at=now + timedelta(days=5)
+        )
+        promotional_2 = ledger.grant_credit(
+            second, kind=CreditKind.PROMOTIONAL, amount=D("1"), expires_at=now + timedelta(days=20)
+        )
+        prepayment_2 = ledger.grant_credit(second, kind=CreditKind.PREPAYMENT, amount=D("10"))
+    with time_machine.travel(now - timedelta(days=1)):
+        prepayment_1 = ledger.grant_credit(first, kind=CreditKind.PREPAYMENT, amount=D("10"))
+        promotional_1 = ledger.grant_credit(
+            first, kind=CreditKind.PROMOTIONAL, amount=D("1"), expires_at=now + timedelta(days=10)
+        )
+        welcome_1 = ledger.grant_credit(
+            first, kind=CreditKind.WELCOME, amount=D("1"), expires_at=now + timedelta(days=90), welcome_for=owner
+        )
+    # USD 2.50 each: 1M output tokens of flash.
+    ingest([event(key, input_tokens=0, output_tokens=1_000_000) for key in keys[:2]])
+
+    charge_pending()
+
+    applied = LedgerEntry.objects.filter(kind=EntryKind.CREDIT_APPLICATION).order_by("pk")
+    assert [(entry.account_id, entry.credit_id, entry.amount) for entry in applied] == [
+        (first.pk, welcome_1.pk, D("-1")),
+        (first.pk, promotional_1.pk, D("-1")),
+        (first.pk, prepayment_1.pk, D("-0.5")),
+        (second.pk, goodwill_2.pk, D("-1")),
+        (second.pk, promotional_2.pk, D("-1")),
+        (second.pk, prepayment_2.pk, D("-0.5")),
+    ]
+    for account in (first, second):
+        balances = ledger.balances(account)
+        assert (balances.credit_remaining, balances.amount_due, balances.total_spend) == (D("9.5"), D("0"), D("2.5"))
+
+
+def test_a_credit_that_runs_out_mid_chunk_leaves_the_rest_owed(db, event):
+    with time_machine.travel("2026-11-20T12:00:00Z", tick=False):
+        (first, second, third), keys = three_billed_accounts()
+        ledger.grant_credit(first, kind=CreditKind.PROMOTIONAL, amount=D("4"))
+        third_credit = ledger.grant_credit(third, kind=CreditKind.GOODWILL, amount=D("10"))
+    with time_machine.travel("2026-12-01T09:00:00Z", tick=False):  # 01:00 on 1 December in Los Angeles
+        ingest(
+            [
+                # The first account: USD 2.50 in November, then 2.50 in December (the credit pays 1.50 of it).
+                event(keys[0], input_tokens=0, output_tokens=1_000_000, occurred_at="2026-11-30T12:00:00Z"),
+                event(keys[0], input_tokens=0, output_tokens=1_000_000, occurred_at="2026-12-01T08:30:00Z"),
+                event(keys[1], input_tokens=0, output_tokens=1_000_000, occurred_at="2026-12-01T08:30:00Z"),
+                event(keys[2], input_tokens=0, output_tokens=1_000_000, occurred_at="2026-12-01T08:30:00Z"),
+            ]
+        )
+        run = charge_pending()
+
+    assert (run.accounts, run.charges) == (3, 4)
+    entries = LedgerEntry.objects.filter(kind__in=[EntryKind.USAGE_CHARGE, EntryKind.CREDIT_APPLICATION])
+    assert [(e.kind, e.amount, str(e.usage_month)) for e in entries.filter(account=first).order_by("pk")] == [
+        (EntryKind.USAGE_CHARGE, D("2.5"), "2026-11-01"),
+        (EntryKind.CREDIT_APPLICATION, D("-2.5"), "2026-11-01"),
+        (EntryKind.USAGE_CHARGE, D("2.5"), "2026-12-01"),
+        (EntryKind.CREDIT_APPLICATION, D("-1.5"), "2026-12-01"),
+    ]
+    assert [(e.kind, e.amount) for e in entries.filter(account__in=[second, third]).order_by("pk")] == [
+        (EntryKind.USAGE_CHARGE, D("2.5")),
+        (EntryKind.USAGE_CHARGE, D("2.5")),
+        (EntryKind.CREDIT_APPLICATION, D("-2.5")),
+    ]
+    assert entries.filter(account=third, kind=EntryKind.CREDIT_APPLICATION).get().credit_id == third_credit.pk
+    with time_machine.travel("2026-12-01T09:00:00Z", tick=False):
+        owed = [
+            (b.credit_remaining, b.amount_due, b.total_spend)
+            for b in (ledger.balances(account) for account in (first, second, third))
+        ]
+    assert owed == [(D("0"), D("1"), D("5")), (D("0"), D("2.5"), D("2.5")), (D("7.5"), D("0"), D("2.5"))]
+
+
+def test_an_account_that_fails_is_left_pending_and_the_rest_of_its_chunk_is_charged(db, event, caplog):
+    (first, broken, last), keys = three_billed_accounts()
+    ingest([event(key, input_tokens=0) for key in keys])  # one output line each
+    # A pending row without its times: its UsageLine is refused by the database (NOT NULL).
+    PendingCharge.objects.filter(account=broken).update(first_occurred_at=None)
+    pending = list(PendingCharge.objects.filter(account=broken).values_list("pk", "amount_nanos", "events"))
+
+    run = charge_pending()
+
+    assert (run.accounts, run.charges, run.amount, run.failed) == (2, 2, D("0.0015"), [broken.pk])
+    assert charges_by_account() == {first.pk: [D("0.00075")], last.pk: [D("0.00075")]}
+    assert list(PendingCharge.objects.filter(account=broken).values_list("pk", "amount_nanos", "events")) == pending
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "usage.charging"] == [
+        ("WARNING", f"charging accounts {first.pk} to {last.pk} failed; charging them one by one"),
+        ("ERROR", f"charging account {broken.pk} failed; its usage stays pending"),
+    ]
+
+    PendingCharge.objects.filter(account=broken).update(first_occurred_at=F("last_occurred_at"))  # repaired
+    again = charge_pending()
+
+    assert (again.accounts, again.failed) == (1, [])
+    assert charges_by_account()[broken.pk] == [D("0.00075")]

@@ -84,19 +84,23 @@ def runner_backends() -> int:
         return cursor.fetchone()[0]
 
 
+# The job's run (charge_usage's), in chunks of 4 accounts so that 25 accounts make 7 transactions to kill it between.
+RUNNER = "from usage.charging import charge_pending; charge_pending(chunk_size=4)"
+
+
 @pytest.mark.parametrize("kill_after", [1, 7, 19])
 def test_a_runner_killed_mid_run_loses_and_doubles_nothing(event, kill_after):
     expected = traffic(event, accounts=25)
     environment = {**os.environ, "DATABASE_URL": database_url(), "LOG_LEVEL": "WARNING"}
     runner = subprocess.Popen(
-        [sys.executable, "manage.py", "charge_usage"],
+        [sys.executable, "manage.py", "shell", "--command", RUNNER],
         cwd=settings.BASE_DIR,
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        for _ in range(3000):  # until `kill_after` accounts are committed: the next one is in flight
+        for _ in range(3000):  # until `kill_after` accounts are committed: the next chunk is in flight
             if (
                 LedgerEntry.objects.filter(kind=EntryKind.USAGE_CHARGE).count() >= kill_after
                 or runner.poll() is not None
@@ -113,6 +117,8 @@ def test_a_runner_killed_mid_run_loses_and_doubles_nothing(event, kill_after):
         time.sleep(0.01)
     partial = charged()
     assert kill_after <= len(partial) < 25
+    assert len(partial) % 4 == 0  # whole chunks, in account order
+    assert sorted(partial) == sorted(expected)[: len(partial)]
     assert_books_balance()  # what committed is whole, per account
 
     charge_pending()  # the next run
@@ -120,3 +126,22 @@ def test_a_runner_killed_mid_run_loses_and_doubles_nothing(event, kill_after):
     assert charged() == expected
     assert LedgerEntry.objects.filter(kind=EntryKind.USAGE_CHARGE).count() == 25
     assert_books_balance()
+
+
+def test_a_chunk_that_fails_at_commit_is_charged_again_account_by_account(event, caplog):
+    expected = traffic(event, accounts=3)
+    first, broken, last = sorted(expected)
+    # A line of a project that does not exist: its UsageLine's foreign key is checked at COMMIT (deferred).
+    PendingCharge.objects.filter(account_id=broken).update(project_id=10**9)
+    rows = PendingCharge.objects.filter(account_id=broken).order_by("pk")
+    pending = list(rows.values_list("pk", "amount_nanos", "events"))
+
+    run = charge_pending()
+
+    assert (run.accounts, run.failed) == (2, [broken])
+    assert charged() == {first: expected[first], last: expected[last]}
+    assert list(rows.values_list("pk", "amount_nanos", "events")) == pending  # untouched, for the next run
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "usage.charging"] == [
+        ("WARNING", f"charging accounts {first} to {last} failed; charging them one by one"),
+        ("ERROR", f"charging account {broken} failed; its usage stays pending"),
+    ]

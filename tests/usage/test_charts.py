@@ -2,7 +2,11 @@
 
 from decimal import Decimal as D
 
-from usage.charts import PLOT_HEIGHT, TOP, Series, bar_chart, line_chart
+import pytest
+from django.utils import translation
+from django.utils.formats import number_format
+
+from usage.charts import PLOT_HEIGHT, TOP, Series, bar_chart, count, line_chart
 
 BASE = TOP + PLOT_HEIGHT  # the zero line's y
 
@@ -102,3 +106,10 @@ def test_lines_have_a_point_per_period_and_a_few_time_labels():
     assert chart.points == []  # 90 points are not marked one by one
     assert [label for _, label in chart.time_ticks] == ["d0", "d15", "d30", "d45", "d60", "d75"]
     assert chart.value_ticks[-1][1] == "100,000"
+
+
+@pytest.mark.parametrize("language", ["en", "ja", "de", "fr"])
+def test_counts_are_grouped_as_number_format_groups_them(language):
+    values = [0, 7, -7, 999, 1000, -1000, 123456, 1234567, -98765432, 10**15 + 1, D("1234567"), 1234.5]
+    with translation.override(language):
+        assert [count(v) for v in values] == [number_format(v, force_grouping=True, use_l10n=True) for v in values]

@@ -23,7 +23,14 @@ from usage.admission import quota_ids
 from usage.denials import record_past
 from usage.ingest import ingest
 from usage.models import CatalogModel, RateLimit, UsageEvent
-from usage.queries import Window, limits_for_project
+from usage.queries import (
+    SUM_COLUMNS,
+    Window,
+    limits_for_project,
+    usage_by_bucket,
+    usage_by_bucket_and_key,
+    usage_by_key,
+)
 
 # 20:30 UTC is 13:30 in Los Angeles, hours after its clocks went back (1 November 2026, 02:00 PDT).
 NOW = datetime(2026, 11, 1, 20, 30, tzinfo=UTC)
@@ -609,3 +616,18 @@ def test_each_chart_is_a_named_svg_with_its_numbers_beside_it(client_for, owner,
         '<script src="/static/django_htmx/htmx-2.min.js" defer>',
         '<script src="/static/js/console.js" defer>',
     ]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/Los_Angeles", "Asia/Kolkata"])
+@pytest.mark.parametrize("choice", ["1h", "24h", "90d"])
+def test_one_read_by_bucket_and_key_equals_the_two_reads(team, keys, zone, choice, django_assert_num_queries):
+    """The Usage tab reads both groupings in one statement (GROUPING SETS on PostgreSQL): the same sums, with or
+    without filters."""
+    window = window_for(choice, ZoneInfo(zone))
+    alpha, _beta = keys
+    for filters in ({}, {"models": [PRO]}, {"keys": [alpha.pk]}, {"models": [FLASH], "keys": [alpha.pk]}):
+        with django_assert_num_queries(1):
+            both = usage_by_bucket_and_key(team.pk, window, **filters)
+        assert both == (usage_by_bucket(team.pk, window, **filters), usage_by_key(team.pk, window, **filters))
+        assert all(type(getattr(sums, name)) is int for sums in both[1].values() for name in SUM_COLUMNS[:-1])
+    assert both[0] and both[1]  # the last filters still select usage

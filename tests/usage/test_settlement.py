@@ -3,7 +3,8 @@
 Limiter tests run on both implementations (`subject`, as in test_limiter.py): in-process on a frozen clock
 (time-machine), Redis on its own clock from a moment early in a second and a minute, so that a test's few hundred
 milliseconds stay in one minute; earlier minutes are reached in-process by moving the clock, in Redis by seeding
-reservations and counters of earlier minutes. API tests admit through quota:check and report through usage:report, on
+counters of earlier minutes and signing reservation ids dated then (a reservation id is the reservation: nothing of it
+is stored). API tests admit through quota:check and report through usage:report, on
 both implementations too (`backend`), and read the counters as the next check would (`remaining`).
 """
 
@@ -20,6 +21,7 @@ import pytest
 import redis
 import time_machine
 from django.db import transaction
+from django.utils import timezone
 
 from studio.models import Project
 from tests.conftest import skip_or_fail
@@ -27,7 +29,7 @@ from tests.factories import make_billed_project, make_key, make_user
 from tests.usage.redis_clock import quiet_moment
 from usage import limiter as limiter_registry
 from usage.admission import limits_for, project_scope
-from usage.ingest import ingest
+from usage.ingest import RESERVATION_ID_PATTERN, ingest
 from usage.limiter import (
     KEY_TTL_MARGIN,
     MINUTE,
@@ -37,6 +39,7 @@ from usage.limiter import (
     Limit,
     Limiter,
     RedisLimiter,
+    ReservationSigner,
     Usage,
     get_limiter,
 )
@@ -47,7 +50,8 @@ FROZEN = datetime(2026, 1, 15, 12, 0, 30, 250_000, tzinfo=UTC)
 PATIENT = 1.0  # Redis timeout for tests about counting, not about the fallback
 TPM, SPEND = "TPM:gemini-2.5-flash", "Spend"
 COUNTERS = {"input_tokens": Counter(TPM, MINUTE), "micro_usd": Counter(SPEND, ROLLING_10M)}
-RESERVATION_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+# "r1", the check's second, the TPM and (if the tier has a spend limit) spend estimates, a 64-bit MAC; all in hex.
+RESERVATION_ID = re.compile(r"^r1_[0-9a-f]{8}(_[0-9a-f]+){1,2}_[0-9a-f]{16}$")
 
 
 def limits(tokens: int = 100_000, micro_usd: int = 300_000) -> list[Limit]:
@@ -59,8 +63,8 @@ def limits(tokens: int = 100_000, micro_usd: int = 300_000) -> list[Limit]:
     ]
 
 
-def used(tokens: int, micro_usd: int, reservation_id: str | None = None) -> Usage:
-    return Usage(reservation_id, {"input_tokens": tokens, "micro_usd": micro_usd}, COUNTERS)
+def used(tokens: int, micro_usd: int, reservation_id: str | None = None, *, recent: bool = True) -> Usage:
+    return Usage(reservation_id, {"input_tokens": tokens, "micro_usd": micro_usd}, COUNTERS, recent)
 
 
 # --- the limiter -------------------------------------------------------------------------------------------------
@@ -76,10 +80,9 @@ def redis_client(redis_url: str, scope: str) -> Iterator[redis.Redis]:
     """A plain client on the configured Redis; the test's own keys (and only those) are deleted afterwards."""
     client = redis.Redis.from_url(redis_url)
     yield client
-    for pattern in (f"rl:{{{scope}}}:*", f"rsv:{{{scope}}}:*"):
-        keys = list(client.scan_iter(match=pattern))
-        if keys:
-            client.delete(*keys)
+    keys = list(client.scan_iter(match=f"*{{{scope}}}*"))
+    if keys:
+        client.delete(*keys)
     client.close()
 
 
@@ -114,9 +117,116 @@ def test_settling_replaces_the_estimate_with_the_actual_usage(subject: Subject, 
     subject.limiter.settle(scope, [used(10, 3, decision.reservation_id)])
 
     assert subject.remaining(scope) == [9, 249_990, 9_999_997]
-    # Settled once: the same id again finds no reservation, so its usage adds in full.
-    subject.limiter.settle(scope, [used(10, 3, decision.reservation_id)])
-    assert subject.remaining(scope) == [9, 249_980, 9_999_994]
+
+
+def test_a_reservation_id_holds_the_second_and_the_estimates(scope: str):
+    with time_machine.travel(FROZEN, tick=False):
+        first, second = (InProcessLimiter().check(scope, limits(100_000, 300_000)).reservation_id for _ in range(2))
+
+    # Its measures in order of their names: input_tokens (0x186a0), micro_usd (0x493e0).
+    assert first[:-16] == f"r1_{int(FROZEN.timestamp()):x}_186a0_493e0_"
+    assert (len(first), RESERVATION_ID.match(first) is not None) == (40, True)
+    assert first != second  # each limiter signs with a key of its own
+
+
+def test_the_redis_check_dates_its_reservation_by_redis(redis_url: str, redis_client: redis.Redis, scope: str):
+    limiter = RedisLimiter(redis_url, timeout=PATIENT)
+    now = quiet_moment(redis_client)
+
+    reservation_id = limiter.check(scope, limits(100_000, 300_000)).reservation_id
+
+    assert reservation_id[:-16] in (f"r1_{now:x}_186a0_493e0_", f"r1_{now + 1:x}_186a0_493e0_")
+    # Nothing is stored for it: the scope's keys are its counters.
+    minute = int(reservation_id.split("_")[1], 16) // 60
+    assert sorted(redis_client.scan_iter(match=f"*{{{scope}}}*")) == [
+        f"rl:{{{scope}}}:RPM:gemini-2.5-flash:minute:{minute}".encode(),
+        f"rl:{{{scope}}}:Spend:rolling_10m".encode(),
+        f"rl:{{{scope}}}:TPM:gemini-2.5-flash:minute:{minute}".encode(),
+    ]
+
+
+def test_each_usage_that_carries_an_id_settles_it(subject: Subject, scope: str):
+    """An id is a claim, not a ticket: what keeps a reservation from settling twice is that only a newly stored event
+    settles (usage.settlement). Sent twice, its estimate is subtracted twice, down to the bucket's count at most."""
+    reservation_id = subject.limiter.check(scope, limits(tokens=100_000, micro_usd=300_000)).reservation_id
+    subject.limiter.check(scope, limits(tokens=100_000, micro_usd=300_000))
+
+    subject.limiter.settle(scope, [used(10, 3, reservation_id), used(10, 3, reservation_id)])
+    assert subject.remaining(scope) == [8, 249_980, 9_999_994]
+
+    subject.limiter.settle(scope, [used(10, 3, reservation_id)])
+    assert subject.remaining(scope) == [8, 250_000, 10_000_000]  # never below zero
+
+
+def test_equal_checks_in_one_second_get_equal_ids_and_each_usage_settles_its_own(scope: str):
+    limiter = InProcessLimiter()
+    with time_machine.travel(FROZEN, tick=False):
+        first = limiter.check(scope, limits(tokens=100_000, micro_usd=300_000)).reservation_id
+        second = limiter.check(scope, limits(tokens=100_000, micro_usd=300_000)).reservation_id
+        assert first == second
+
+        limiter.settle(scope, [used(10, 3, first), used(20, 4, second)])
+
+        assert [state.remaining for state in limiter.peek(scope, limits(0, 0))] == [8, 249_970, 9_999_993]
+
+
+def _tampered(reservation_id: str, scope: str, subject: Subject) -> dict[str, str]:
+    """Ids that must not be taken for `reservation_id`'s reservation in `scope`."""
+    version, second, tokens, micro_usd, mac = reservation_id.split("_")
+    flipped = ("a" if mac[0] != "a" else "b") + mac[1:]
+    other_scope = subject.limiter.check(f"{scope}-other", limits(100_000, 300_000)).reservation_id
+    return {
+        "estimates raised": f"{version}_{second}_{int(tokens, 16) * 10:x}_{micro_usd}_{mac}",
+        "dated later": f"{version}_{int(second, 16) + 60:x}_{tokens}_{micro_usd}_{mac}",
+        "MAC changed": f"{version}_{second}_{tokens}_{micro_usd}_{flipped}",
+        "MAC cut short": reservation_id[:-1],
+        "another version": "r2" + reservation_id[2:],
+        "not ASCII": reservation_id[:-1] + "é",
+        "the old format": "mJ8f3kQ2bX-4tV7yZ1pA_w",
+        "empty fields": "r1____" + mac,
+        "another scope's": other_scope,
+        "another limiter's": InProcessLimiter().check(scope, limits(100_000, 300_000)).reservation_id,
+    }
+
+
+def test_a_forged_or_garbled_id_counts_the_usage_in_full(subject: Subject, scope: str):
+    reservation_id = subject.limiter.check(scope, limits(tokens=100_000, micro_usd=300_000)).reservation_id
+    tampered = _tampered(reservation_id, scope, subject)
+
+    for number, (name, forged) in enumerate(tampered.items(), 1):
+        subject.limiter.settle(scope, [used(10, 3, forged)])
+        assert subject.remaining(scope) == [9, 150_000 - 10 * number, 9_700_000 - 3 * number], name
+    subject.limiter.settle(scope, [used(10, 3, reservation_id)])  # the real one still settles
+    assert subject.remaining(scope) == [9, 250_000 - 10 * 11, 10_000_000 - 3 * 11]
+
+
+def test_an_id_is_taken_only_for_the_counters_it_was_counted_in(subject: Subject, scope: str):
+    """A project whose tier changed since its check, or usage reported for another model, names other counters: the
+    estimate stays where it was counted and the usage counts in full where it is reported."""
+    reservation_id = subject.limiter.check(scope, limits(tokens=100_000, micro_usd=300_000)).reservation_id
+    other_model = {"input_tokens": Counter("TPM:gemini-2.0-flash", MINUTE), "micro_usd": Counter(SPEND, ROLLING_10M)}
+    tpm_only = {"input_tokens": COUNTERS["input_tokens"]}
+    amounts = {"input_tokens": 10, "micro_usd": 3}
+
+    subject.limiter.settle(
+        scope, [Usage(reservation_id, amounts, other_model), Usage(reservation_id, amounts, tpm_only)]
+    )
+
+    assert subject.remaining(scope) == [9, 150_000 - 10, 9_700_000 - 3]
+    other_tpm = [Limit("TPM", MINUTE, 250_000, 0, counter="TPM:gemini-2.0-flash")]
+    assert [state.remaining for state in subject.limiter.peek(scope, other_tpm)] == [250_000 - 10]
+
+
+def test_usage_that_is_not_recent_counts_only_through_its_reservation(subject: Subject, scope: str):
+    """Usage that occurred before every window adds nothing, unless its reservation is taken: then it replaces it."""
+    reservation_id = subject.limiter.check(scope, limits(tokens=100_000, micro_usd=300_000)).reservation_id
+
+    subject.limiter.settle(
+        scope,
+        [used(10, 3, reservation_id, recent=False), used(1_000, 40, recent=False), used(1_000, 40, "x", recent=False)],
+    )
+
+    assert subject.remaining(scope) == [9, 249_990, 9_999_997]
 
 
 def test_only_an_admitted_check_with_estimates_reserves(subject: Subject, scope: str):
@@ -148,8 +258,9 @@ def test_a_lapsed_reservation_leaves_the_estimate_and_adds_the_actual(subject: S
     reservation_id = subject.limiter.check(scope, limits(tokens=100_000, micro_usd=300_000)).reservation_id
 
     subject.pass_seconds(1.1)  # still in the same minute (the subject starts at least 2 s before its end)
-    subject.limiter.settle(scope, [used(10, 3, reservation_id)])
+    subject.limiter.settle(scope, [used(10, 3, reservation_id), used(1_000, 40, reservation_id, recent=False)])
 
+    # Lapsed, it is usage without a reservation: counted in full if recent, else nowhere.
     assert subject.remaining(scope) == [9, 150_000 - 10, 9_700_000 - 3]
 
 
@@ -193,28 +304,20 @@ def test_a_reservation_of_an_earlier_minute_in_process(scope: str, settings):
         assert remaining() == [10, 249_950, 9_999_300]
 
 
-def test_a_reservation_of_an_earlier_minute_in_redis(redis_url: str, redis_client: redis.Redis, scope: str):
+def test_a_reservation_of_an_earlier_minute_in_redis(redis_url: str, redis_client: redis.Redis, scope: str, settings):
+    settings.RESERVATION_TTL_SECONDS = 3600
     minute = quiet_moment(redis_client) // 60
     tpm_key, spend_key = f"rl:{{{scope}}}:{TPM}:minute", f"rl:{{{scope}}}:{SPEND}:rolling_10m"
     redis_client.set(f"{tpm_key}:{minute - 1}", 200)
     redis_client.hset(spend_key, mapping={minute - 10: 600, minute - 1: 600})
-
-    def reserve(name: str, bucket: int) -> None:
-        entries = [["input_tokens", tpm_key, "minute", 100], ["micro_usd", spend_key, "rolling_10m", 300]]
-        redis_client.set(f"rsv:{{{scope}}}:{name}", json.dumps([bucket, entries]), ex=600)  # as the check writes it
-
-    for name, bucket in (
-        ("more", minute - 1),
-        ("less", minute - 1),
-        ("old-more", minute - 10),
-        ("old-less", minute - 10),
-    ):
-        reserve(name, bucket)
+    # As checks of those minutes would have answered them (100 tokens, 300 micro-USD each).
+    signer = ReservationSigner.from_settings()
+    earlier, oldest = (signer.issue(scope, limits(100, 300), bucket * 60 + 5) for bucket in (minute - 1, minute - 10))
     limiter = RedisLimiter(redis_url, timeout=PATIENT)
 
     limiter.settle(
         scope,
-        [used(150, 500, "more"), used(40, 100, "less"), used(150, 1_000, "old-more"), used(40, 100, "old-less")],
+        [used(150, 500, earlier), used(40, 100, earlier), used(150, 1_000, oldest), used(40, 100, oldest)],
     )
 
     # TPM: only the positive deltas (+50, +50) count, in this minute; the earlier minute's key is left alone.
@@ -227,8 +330,40 @@ def test_a_reservation_of_an_earlier_minute_in_redis(redis_url: str, redis_clien
         str(minute - 1).encode(): b"600",
         str(minute).encode(): b"700",
     }
-    assert list(redis_client.scan_iter(match=f"rsv:{{{scope}}}:*")) == []
     assert (limiter.fallbacks, limiter.settle_failures) == (0, 0)
+
+
+def test_ids_signed_under_a_previous_secret_key_still_settle(redis_url: str, scope: str, settings):
+    settings.SECRET_KEY = "the-key-before-the-rotation"
+    reservation_id = RedisLimiter(redis_url, timeout=PATIENT).check(scope, limits(100_000, 300_000)).reservation_id
+    settings.SECRET_KEY = "the-key-after-the-rotation"
+
+    settings.SECRET_KEY_FALLBACKS = ["the-key-before-the-rotation"]
+    rotated = RedisLimiter(redis_url, timeout=PATIENT)
+    rotated.settle(scope, [used(10, 3, reservation_id)])
+    assert [state.remaining for state in rotated.peek(scope, limits(0, 0))] == [9, 249_990, 9_999_997]
+
+    settings.SECRET_KEY_FALLBACKS = []
+    forgotten = RedisLimiter(redis_url, timeout=PATIENT)
+    forgotten.settle(scope, [used(10, 3, reservation_id)])  # no longer taken: counts in full
+    assert [state.remaining for state in forgotten.peek(scope, limits(0, 0))] == [9, 249_980, 9_999_994]
+
+
+def test_a_reservation_id_fits_what_usage_report_takes(scope: str):
+    largest = 2**64 - 1
+    two = [
+        Limit("TPM", MINUTE, largest, largest, counter=TPM, settles="input_tokens"),
+        Limit("Spend", ROLLING_10M, largest, largest, settles="micro_usd"),
+    ]
+    three = [*two, Limit("Other", MINUTE, largest, largest, settles="other")]
+    limiter = InProcessLimiter()
+
+    with time_machine.travel(FROZEN, tick=False):
+        reservation_id = limiter.check(scope, two).reservation_id
+        assert (len(reservation_id), re.match(RESERVATION_ID_PATTERN, reservation_id) is not None) == (62, True)
+        # Too long to be reported: admitted without a reservation, its usage will count in full.
+        decision = limiter.check(f"{scope}-3", three)
+        assert (decision.allowed, decision.reservation_id) == (True, None)
 
 
 def test_a_lost_redis_counter_does_not_go_below_zero(redis_url: str, redis_client: redis.Redis, scope: str):
@@ -347,6 +482,7 @@ def test_reported_tokens_replace_the_tpm_estimate(backend, check, report, event,
         150_000,
     )
     assert RESERVATION_ID.match(admitted["reservation_id"])
+    assert admitted["reservation_id"].split("_")[2:-1] == ["186a0"]  # 100,000 tokens; no spend limit, no spend
 
     answer = report(event(key, input_tokens=10, output_tokens=0, reservation_id=admitted["reservation_id"]))
 
@@ -442,10 +578,6 @@ def test_an_event_without_a_reservation_adds_its_actual_usage(backend, check, re
 
 
 def test_late_usage_without_a_reservation_adds_nothing_to_the_current_windows(backend, check, report, event, free_key):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     key, raw = free_key
     check(raw, tokens=100_000)
 
@@ -454,6 +586,55 @@ def test_late_usage_without_a_reservation_adds_nothing_to_the_current_windows(ba
     )
 
     assert remaining(key)[TPM_FREE] == 150_000  # only the estimate counts: the late usage is outside every window
+
+
+def test_a_late_event_settles_its_reservation_but_adds_nothing_without_one(backend, check, report, event, free_key):
+    """An event that occurred more than 10 minutes ago still replaces its estimate through a reservation id that is
+    taken; without one taken (here a garbled id) it is outside every window and adds nothing."""
+    key, raw = free_key
+    late = (timezone.now() - timedelta(minutes=11)).isoformat()
+    admitted = check(raw, tokens=100_000)
+
+    report(event(key, input_tokens=10, output_tokens=0, occurred_at=late, reservation_id=admitted["reservation_id"]))
+    assert remaining(key)[TPM_FREE] == 249_990
+
+    garbled = check(raw, tokens=100_000)["reservation_id"][:-1] + "x"
+    report(event(key, input_tokens=1_000, output_tokens=0, occurred_at=late, reservation_id=garbled))
+    assert remaining(key)[TPM_FREE] == 149_990
+
+
+def _with_estimates(reservation_id: str, *estimates: int) -> str:
+    """`reservation_id` claiming other estimates, its MAC kept."""
+    version, second, *_, mac = reservation_id.split("_")
+    return "_".join((version, second, *(f"{estimate:x}" for estimate in estimates), mac))
+
+
+def test_a_forged_reservation_id_counts_the_usage_in_full(backend, check, report, event, paid_key):
+    key, raw = paid_key
+    admitted = check(raw, tokens=100_000)  # 30,000 micro-USD
+    forged = _with_estimates(admitted["reservation_id"], 1_000_000, 10_000_000)  # would empty both windows
+
+    report(event(key, input_tokens=10, output_tokens=0, reservation_id=forged))
+
+    assert (remaining(key)[TPM_TIER1], remaining(key)[SPEND_TIER1]) == (900_000 - 10, 9_970_000 - 3)
+
+
+def test_an_id_settles_only_the_project_and_model_it_was_checked_for(backend, check, report, event, free_key, paid_key):
+    free, free_raw = free_key
+    paid, _ = paid_key
+    admitted = check(free_raw, tokens=100_000)
+
+    report(
+        event(paid, input_tokens=10, output_tokens=0, reservation_id=admitted["reservation_id"]),
+        event(
+            free, model="gemini-2.0-flash", input_tokens=20, output_tokens=0, reservation_id=admitted["reservation_id"]
+        ),
+    )
+
+    # Each counts in full where it was reported; the estimate stays where the check counted it.
+    assert remaining(free)[TPM_FREE] == 150_000
+    assert remaining(free, "gemini-2.0-flash")[TPM_FREE] == 1_000_000 - 20
+    assert (remaining(paid)[TPM_TIER1], remaining(paid)[SPEND_TIER1]) == (1_000_000 - 10, 10_000_000 - 3)
 
 
 def storage(event: dict) -> dict:

@@ -19,3 +19,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Charged {run.accounts} account(s): {run.charges} charge(s), {run.lines} line(s), USD {run.amount}."
         )
+        if run.failed:
+            # Logged with their tracebacks by charge_pending; their usage stays pending for the next run.
+            ids = ", ".join(str(account_id) for account_id in run.failed)
+            self.stderr.write(f"Not charged, left pending: {len(run.failed)} account(s) that failed: {ids}.")

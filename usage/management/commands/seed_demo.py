@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from billing.demo import seed_billing
+from billing.demo import seed_billing, seed_budgets
 from studio.demo import DEMO_PASSWORD, DEVELOPER, STAFF, seed_studio
 from usage.demo import seed_usage
 
@@ -28,6 +28,7 @@ class Command(BaseCommand):
         users = seed_studio()
         seed_billing(users)
         fleet_token = seed_usage()
+        seed_budgets(users)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Sign in at http://127.0.0.1:8000/ with:"))
         self.stdout.write(f"  developer: {DEVELOPER} / {DEMO_PASSWORD}  (existing billing user, two accounts)")
         self.stdout.write(f"  staff:     {STAFF} / {DEMO_PASSWORD}  (also /admin/)")
