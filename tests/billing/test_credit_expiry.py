@@ -354,7 +354,7 @@ def test_billing_page_counts_down_to_each_credits_expiry_in_days(client_for, own
     # Within the first reminder's window the countdown stands out; further away it does not.
     assert '<span class="countdown badge warning">expires in 12 days</span>' in html
     assert '<span class="countdown">expires in 42 days</span>' in html
-    assert '<time datetime="2026-06-20T20:00:00+00:00">June 20, 2026</time>' in html
+    assert '<time datetime="2026-06-20T20:00:00+0000">June 20, 2026</time>' in html
     assert "Expiry dates are in your time zone, UTC." in html
 
 
