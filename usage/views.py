@@ -16,7 +16,7 @@ from django.views.decorators.http import require_http_methods
 
 from studio.models import ApiKey, Tier
 from studio.views.rendering import LIMITS_CHANGED, finish, render_dialog, render_page
-from studio.zones import zone_named
+from studio.zones import reader_zone, zone_named
 from usage import spendcap
 from usage.access import get_project_for_user, get_projects_for_user
 from usage.dashboard import limit_rows, other_denials, report_charts, usage_report, write_csv
@@ -24,17 +24,13 @@ from usage.forms import RangeForm, SpendCapForm, UsageFilterForm
 from usage.models import CatalogModel
 from usage.queries import limits_for_project
 
-# The browser's zone, written by static/js/console.js on every page (no inline script: CSP).
-TZ_COOKIE = "tz"
-UTC = ZoneInfo("UTC")
-
 
 def dashboard_zone(request: HttpRequest) -> tuple[ZoneInfo, str]:
     """The zone the dashboard's times are in, and the `tz` parameter its links keep ("" if none):
-    `?tz=` if it names a zone, else the person's setting, else the browser's (cookie), else UTC."""
+    `?tz=` if it names a zone, else the reader's zone (studio.zones.reader_zone)."""
     if zone := zone_named(request.GET.get("tz")):
         return zone, zone.key
-    return zone_named(request.user.time_zone) or zone_named(request.COOKIES.get(TZ_COOKIE)) or UTC, ""
+    return reader_zone(request), ""
 
 
 def _url(name: str, query: dict) -> str:
