@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 from billing import payments, services
 from billing.models import (
@@ -20,17 +21,22 @@ from billing.models import (
     PrepaymentMethodRule,
     ProjectBilling,
     RefundRequest,
+    RefundStatus,
     SetupSession,
     TierChange,
     TierRule,
     UsageLine,
 )
+from billing.processor import PaymentError
 from billing.services import BillingError
-from studio.admin import ReadOnlyAdmin
+from studio.admin import AuditedAdmin, ReadOnlyAdmin
+
+# Admin actions have no reason box: the audit log says where the decision was made (stored in English).
+ADMIN_REASON = gettext_noop("Decided in the admin")
 
 
 @admin.register(Country)
-class CountryAdmin(admin.ModelAdmin):
+class CountryAdmin(AuditedAdmin):
     list_display = [
         "code",
         "flag",
@@ -49,8 +55,9 @@ class CountryAdmin(admin.ModelAdmin):
 
 
 @admin.register(PrepaymentMethodRule)
-class PrepaymentMethodRuleAdmin(admin.ModelAdmin):
+class PrepaymentMethodRuleAdmin(AuditedAdmin):
     list_display = ["payment_method_kind", "amount", "active"]
+    list_filter = ["active", "payment_method_kind"]
 
 
 class AdministratorInline(admin.TabularInline):
@@ -71,7 +78,7 @@ class ProjectLinkInline(admin.TabularInline):
 
 
 @admin.register(BillingAccount)
-class BillingAccountAdmin(admin.ModelAdmin):
+class BillingAccountAdmin(AuditedAdmin):
     list_display = [
         "account_id",
         "display_name",
@@ -83,9 +90,14 @@ class BillingAccountAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "prepayment_status", "prepayment_flagged", "country"]
     search_fields = ["account_id", "display_name", "administrators__user__email", "project_links__project__project_id"]
+    # Status and the prepayment flag change only through the actions below (services.set_account_status and
+    # services.require_prepayment: their audit rows, their projects re-evaluated), never as a field.
     readonly_fields = [
         "account_id",
         "currency",
+        "status",
+        "suspension_reason",
+        "prepayment_flagged",
         "payments_profile",
         "primary_payment_method",
         "created_by",
@@ -93,9 +105,10 @@ class BillingAccountAdmin(admin.ModelAdmin):
         "prepayment_status",
         "prepayment_amount",
     ]
-    fields = ["account_id", "display_name", "country", "currency", "status", "prepayment_flagged", *readonly_fields[2:]]
+    fields = ["account_id", "display_name", "country", *readonly_fields[1:]]
     inlines = [AdministratorInline, ProjectLinkInline]
     list_select_related = ["country"]
+    actions = ["suspend", "reinstate", "require_prepayment"]
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -103,24 +116,24 @@ class BillingAccountAdmin(admin.ModelAdmin):
     @admin.action(description=_("Suspend (stops paid usage of its projects)"))
     def suspend(self, request, queryset):
         for account in queryset:
-            services.set_account_status(account, AccountStatus.SUSPENDED, by=request.user, reason="admin action")
+            services.set_account_status(account, AccountStatus.SUSPENDED, by=request.user, reason=ADMIN_REASON)
         self.message_user(request, _("Suspended the selected accounts."))
 
     @admin.action(description=_("Reinstate"))
     def reinstate(self, request, queryset):
         for account in queryset:
-            services.set_account_status(account, AccountStatus.ACTIVE, by=request.user, reason="admin action")
+            services.set_account_status(account, AccountStatus.ACTIVE, by=request.user, reason=ADMIN_REASON)
         self.message_user(request, _("Reinstated the selected accounts."))
 
     @admin.action(description=_("Require the one-time prepayment"))
     def require_prepayment(self, request, queryset):
         for account in queryset:
-            services.require_prepayment(account, by=request.user, reason="admin action")
+            services.require_prepayment(account, by=request.user, reason=ADMIN_REASON)
         self.message_user(request, _("The selected accounts must now make the one-time prepayment."))
 
 
 @admin.register(PaymentsProfile)
-class PaymentsProfileAdmin(admin.ModelAdmin):
+class PaymentsProfileAdmin(AuditedAdmin):
     list_display = ["name", "owner", "profile_type", "country", "email", "updated_at"]
     list_filter = ["profile_type", "country"]
     search_fields = ["name", "email", "owner__email", "organization"]
@@ -133,8 +146,9 @@ class PaymentsProfileAdmin(admin.ModelAdmin):
 @admin.register(PaymentMethod)
 class PaymentMethodAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "kind", "profile", "created_at", "removed_at"]
-    list_filter = ["kind", "brand"]
+    list_filter = ["kind", "brand", ("removed_at", admin.EmptyFieldListFilter)]
     search_fields = ["last4", "profile__owner__email"]
+    list_select_related = ["profile"]
     exclude = ["processor_token"]
 
 
@@ -201,7 +215,7 @@ class PrepaymentAdmin(ReadOnlyAdmin):
         done = 0
         for prepayment in queryset:
             try:
-                action(prepayment, by=request.user)
+                action(prepayment, by=request.user, reason=ADMIN_REASON)
                 done += 1
             except BillingError as error:
                 self.message_user(request, f"{prepayment}: {error}", level=messages.ERROR)
@@ -209,7 +223,7 @@ class PrepaymentAdmin(ReadOnlyAdmin):
 
 
 @admin.register(RefundRequest)
-class RefundRequestAdmin(admin.ModelAdmin):
+class RefundRequestAdmin(AuditedAdmin):
     list_display = ["requested_at", "account", "amount", "status", "requested_by", "reviewed_by", "reviewed_at"]
     list_filter = ["status"]
     search_fields = ["account__account_id", "requested_by__email"]
@@ -237,20 +251,23 @@ class RefundRequestAdmin(admin.ModelAdmin):
     def approve(self, request, queryset):
         for refund in queryset:
             try:
-                payments.approve_refund(refund, by=request.user, note=refund.review_note)
-            except BillingError as error:
+                decided = payments.approve_refund(refund, by=request.user, note=refund.review_note or ADMIN_REASON)
+            except (BillingError, PaymentError) as error:
                 self.message_user(request, f"{refund}: {error}", level=messages.ERROR)
+            else:
+                if decided.status == RefundStatus.PENDING:
+                    self.message_user(request, _("%(refund)s: first approval recorded.") % {"refund": refund})
         self.message_user(request, _("Reviewed the selected refund requests."))
 
     @admin.action(description=_("Reject"))
     def reject(self, request, queryset):
         for refund in queryset:
-            payments.reject_refund(refund, by=request.user, note=refund.review_note or _("Rejected by staff"))
+            payments.reject_refund(refund, by=request.user, note=refund.review_note or ADMIN_REASON)
         self.message_user(request, _("Reviewed the selected refund requests."))
 
 
 @admin.register(TierRule)
-class TierRuleAdmin(admin.ModelAdmin):
+class TierRuleAdmin(AuditedAdmin):
     list_display = ["tier", "min_total_spend", "min_days_since_first_payment"]
 
 
@@ -367,3 +384,127 @@ class StatementPaymentAdmin(ReadOnlyAdmin):
     list_filter = ["status"]
     search_fields = ["statement__account__account_id", "processor_reference"]
     list_select_related = ["statement__account"]
+
+
+# Promotional codes (SPEC §10): created and deactivated in the staff console (billing.promotions, audited);
+# here they are read-only, with a deactivate action that calls the same service function.
+from billing import promotions  # noqa: E402
+from billing.models import PromoCode, PromoRedemption  # noqa: E402
+
+
+@admin.register(PromoCode)
+class PromoCodeAdmin(ReadOnlyAdmin):
+    list_display = [
+        "code",
+        "description",
+        "amount",
+        "times_redeemed",
+        "max_redemptions",
+        "redeem_by",
+        "credit_valid_days",
+        "active",
+        "created_by",
+        "created_at",
+    ]
+    list_filter = ["active", "redeem_by"]
+    search_fields = ["code", "description"]
+    list_select_related = ["created_by"]
+    actions = ["deactivate"]
+
+    def has_deactivate_permission(self, request) -> bool:
+        return request.user.has_perm("billing.add_promocode")
+
+    @admin.action(description=_("Deactivate (nobody can redeem it any more)"), permissions=["deactivate"])
+    def deactivate(self, request, queryset):
+        for code in queryset:
+            promotions.deactivate(code, by=request.user, reason="admin action")
+        self.message_user(request, _("Deactivated the selected codes."))
+
+
+@admin.register(PromoRedemption)
+class PromoRedemptionAdmin(ReadOnlyAdmin):
+    list_display = ["redeemed_at", "code", "account", "credit", "redeemed_by"]
+    search_fields = ["code__code", "account__account_id", "redeemed_by__email"]
+    date_hierarchy = "redeemed_at"
+    list_select_related = ["code", "account", "credit__account", "redeemed_by"]
+
+
+# Goodwill credits (SPEC §10): asked for and decided in the staff console (billing.goodwill, two-person rule).
+from billing.models import GoodwillGrant  # noqa: E402
+
+
+@admin.register(GoodwillGrant)
+class GoodwillGrantAdmin(ReadOnlyAdmin):
+    list_display = [
+        "requested_at",
+        "account",
+        "amount",
+        "reason_code",
+        "status",
+        "credit_expires_at",
+        "requested_by",
+        "decided_by",
+        "decided_at",
+    ]
+    list_filter = ["status", "reason_code"]
+    search_fields = ["account__account_id", "requested_by__email", "decided_by__email", "note"]
+    date_hierarchy = "requested_at"
+    list_select_related = ["account", "requested_by", "decided_by"]
+
+
+# Rows with no page of their own until now (R26): each model is in the admin, read-only where its writer owns it.
+from billing.models import StatementEntry, StatementLine, TestProcessorCharge, TestProcessorToken  # noqa: E402
+
+
+@admin.register(BillingAdministrator)
+class BillingAdministratorAdmin(AuditedAdmin):
+    list_display = ["account", "user", "added_at", "prepayment_notice_dismissed_at"]
+    search_fields = ["account__account_id", "account__display_name", "user__email"]
+    list_select_related = ["account", "user"]
+    autocomplete_fields = ["account", "user"]
+    readonly_fields = ["prepayment_notice_dismissed_at"]
+
+
+@admin.register(ProjectBilling)
+class ProjectBillingAdmin(ReadOnlyAdmin):
+    """Which account pays for a project: linked, moved and unlinked only by billing.services (audited)."""
+
+    list_display = ["project", "account", "linked_at", "linked_by"]
+    search_fields = ["project__project_id", "project__name", "account__account_id"]
+    list_select_related = ["project", "account", "linked_by"]
+    date_hierarchy = "linked_at"
+
+
+@admin.register(StatementLine)
+class StatementLineAdmin(ReadOnlyAdmin):
+    list_display = ["statement", "position", "kind", "usage_month", "project", "model_id", "sku", "quantity", "amount"]
+    list_filter = ["kind", "sku", "usage_month"]
+    search_fields = ["statement__account__account_id", "project__project_id", "model_id"]
+    list_select_related = ["statement__account", "project"]
+    show_full_result_count = False
+
+
+@admin.register(StatementEntry)
+class StatementEntryAdmin(ReadOnlyAdmin):
+    list_display = ["statement", "entry"]
+    search_fields = ["statement__account__account_id"]
+    list_select_related = ["statement__account", "entry"]
+
+
+@admin.register(TestProcessorToken)
+class TestProcessorTokenAdmin(ReadOnlyAdmin):
+    """The built-in test processor's cards (SPEC §8): how each token behaves."""
+
+    list_display = ["token", "behaviour"]
+    list_filter = ["behaviour"]
+    search_fields = ["token"]
+
+
+@admin.register(TestProcessorCharge)
+class TestProcessorChargeAdmin(ReadOnlyAdmin):
+    """The built-in test processor's own records (what reconcile_payments reads back)."""
+
+    list_display = ["created_at", "reference", "amount", "status", "failure_code", "idempotency_key"]
+    list_filter = ["status"]
+    search_fields = ["reference", "idempotency_key"]
+    date_hierarchy = "created_at"

@@ -280,4 +280,15 @@ def _alert(status: BudgetStatus, *, now: datetime) -> list[BudgetAlert]:
                 continue
         if claimed:
             emails.budget_alert(status, claimed)
+            AuditEvent.record(
+                actor=None,
+                action="budget.alert",
+                obj=budget,
+                after={
+                    "month": str(status.month),
+                    "thresholds": [f"{alert.percent}% {alert.basis}" for alert in claimed],
+                    "spend": str(status.spend),
+                    "forecast": str(status.forecast),
+                },
+            )
     return claimed

@@ -38,6 +38,7 @@ from django.utils import timezone
 from billing import emails, ledger
 from billing.models import AccountStatus, Credit, CreditExpiry, CreditReminder, ReminderDays
 from billing.money import ZERO, round_money
+from studio.models import AuditEvent
 from studio.zones import days_between
 
 # Longer than a charge run takes from its start to its last account (it runs every 20 s).
@@ -133,8 +134,15 @@ def _remind(credit: Credit, days_before: int, *, remaining, now) -> CreditRemind
     try:
         with transaction.atomic():
             recipients = emails.credit_expiring(credit, remaining=remaining, now=now)
-            return CreditReminder.objects.create(
+            reminder = CreditReminder.objects.create(
                 credit=credit, days_before=days_before, remaining=remaining, recipients=recipients, sent_at=now
             )
+            AuditEvent.record(
+                actor=None,
+                action="credit.remind",
+                obj=credit,
+                after={"days_before": days_before, "remaining": str(remaining), "recipients": recipients},
+            )
+            return reminder
     except IntegrityError:
         return None  # another runner sent this one; its row (and its e-mails) committed, ours did not

@@ -48,6 +48,17 @@ def refund_decided(request):
     _send(request.requested_by, template, {"request": request, "account": request.account})
 
 
+def goodwill_granted(grant) -> int:
+    """Staff granted a goodwill credit: each administrator reads its amount and expiry in their own
+    zone and language. Returns how many were written to."""
+    users = _administrators(grant.account)
+    for user in users:
+        zone = person_zone(user)
+        with timezone.override(zone):
+            _send(user, "goodwill_granted", {"account": grant.account, "grant": grant, "zone": zone.key})
+    return len(users)
+
+
 def credit_expiring(credit, *, remaining, now) -> int:
     """X2: a credit expires soon. Each administrator reads its expiry in their own zone (their
     setting, else UTC) and language. Returns how many were written to."""

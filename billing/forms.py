@@ -278,3 +278,13 @@ class StatementPaymentForm(forms.Form):
     def clean_method(self):
         value = self.cleaned_data["method"]
         return value if value == NEW_CARD else self.methods[value]
+
+
+class RedeemCodeForm(forms.Form):
+    """A promotional code as the person typed it (billing.promotions.normalize makes it the stored form)."""
+
+    code = forms.CharField(
+        label=_("Promotional code"),
+        max_length=64,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}),
+    )

@@ -18,6 +18,7 @@ from billing.models import BillingAccount, Credit, CreditKind, EntryKind, EntryR
 from billing.models.credits import CreditExpiry
 from billing.models.ledger import CREDIT_KINDS, DUE_KINDS
 from billing.money import ZERO, round_money
+from studio.models import AuditEvent
 
 # R24: credits pay for usage in this order. Welcome first while valid, then promotional and
 # goodwill together by expiry (soonest first, never-expiring last), then the prepayment.
@@ -377,6 +378,13 @@ def write_off_expired_credit(credit: Credit, *, now=None) -> tuple[CreditExpiry,
             )
         expiry = CreditExpiry.objects.create(
             credit=credit, entry=entry, amount=left if entry else ZERO, processed_at=now
+        )
+        AuditEvent.record(
+            actor=None,
+            action="credit.expire",
+            obj=credit,
+            before={"remaining": str(left)},
+            after={"remaining": "0", "written_off": str(expiry.amount), "entry": entry.pk if entry else None},
         )
     return expiry, True
 

@@ -9,6 +9,7 @@ import logging
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -99,7 +100,9 @@ def pay_prepayment(
     return _settle(prepayment, PaymentStatus.SUCCEEDED, reference=result.reference)
 
 
-def _settle(prepayment: Prepayment, status: str, *, reference: str = "", failure_code: str = "", by=None) -> Prepayment:
+def _settle(
+    prepayment: Prepayment, status: str, *, reference: str = "", failure_code: str = "", by=None, reason: str = ""
+) -> Prepayment:
     """Move an attempt to `status` once; a final state never changes again."""
     with transaction.atomic():
         account = BillingAccount.objects.select_for_update().get(pk=prepayment.account_id)
@@ -133,6 +136,7 @@ def _settle(prepayment: Prepayment, status: str, *, reference: str = "", failure
             obj=locked,
             before={"status": before},
             after={"status": status, "failure": failure_code},
+            reason=reason,
         )
         if status == PaymentStatus.SUCCEEDED:
             # R14: every linked project moves up at once, and the new limits apply to the next request.
@@ -177,18 +181,20 @@ def reconcile_payments(*, now=None, progress=None) -> list[Prepayment]:
     return settled
 
 
-def confirm_bank_transfer(prepayment: Prepayment, *, by) -> Prepayment:
-    """Staff saw the money arrive: tell the processor, then settle from its records."""
+def confirm_bank_transfer(prepayment: Prepayment, *, by, reason: str) -> Prepayment:
+    """Staff saw the money arrive: tell the processor, then settle from its records (audited with `reason`).
+    Confirming twice (two staff at once) settles once: the processor's confirmation and `_settle` are idempotent."""
     if prepayment.status != PaymentStatus.PENDING:
         raise BillingError(_("Only a pending bank transfer can be confirmed."))
     get_processor().confirm_transfer(reference=prepayment.processor_reference)
-    return _settle(prepayment, PaymentStatus.SUCCEEDED, reference=prepayment.processor_reference, by=by)
+    return _settle(prepayment, PaymentStatus.SUCCEEDED, reference=prepayment.processor_reference, by=by, reason=reason)
 
 
-def fail_bank_transfer(prepayment: Prepayment, *, by) -> Prepayment:
+def fail_bank_transfer(prepayment: Prepayment, *, by, reason: str) -> Prepayment:
+    """Staff say the money never arrived: the attempt fails and the prepayment is due again (audited with `reason`)."""
     if prepayment.status != PaymentStatus.PENDING:
         raise BillingError(_("Only a pending bank transfer can be marked as failed."))
-    return _settle(prepayment, PaymentStatus.FAILED, failure_code="transfer_not_received", by=by)
+    return _settle(prepayment, PaymentStatus.FAILED, failure_code="transfer_not_received", by=by, reason=reason)
 
 
 # Refunds (R16)
@@ -230,8 +236,19 @@ def request_refund(account: BillingAccount, *, amount: Decimal, reason: str, by)
     return request
 
 
+def needs_second_approval(amount: Decimal) -> bool:
+    """The two-person rule (X10): above settings.STAFF_APPROVAL_THRESHOLD two Finance members must approve."""
+    return amount > settings.STAFF_APPROVAL_THRESHOLD
+
+
 def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundRequest:
     """Staff approve: the money goes back through the processor, then leaves the prepayment credit.
+
+    Two-person rule: above the threshold the first approval is only recorded (first_approved_by/at/note,
+    audit "refund.first_approval") and the request stays pending; a second approval by someone else
+    refunds. The first approver approving again, or anyone approving their own request, is a BillingError.
+    Deciding first or second happens under the request's lock, so two approvals at once make one first
+    approval and one refund.
 
     The processor call is idempotent by the request (two staff approving at once refund once) and
     made outside any lock. The ledger is written once, under the account's lock: REFUND entries on
@@ -240,11 +257,22 @@ def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundReque
     """
     if request.status != RefundStatus.PENDING:
         return request
+    if by is not None and by.pk == request.requested_by_id:
+        raise BillingError(_("Nobody may approve their own refund request."))
     attempt = Prepayment.objects.filter(account_id=request.account_id, status=PaymentStatus.SUCCEEDED).first()
     if attempt is None:
         raise BillingError(_("The prepayment credit no longer covers this refund."))
     if prepayment_left(request.account) < request.amount:
         raise BillingError(_("The prepayment credit no longer covers this refund."))
+    if needs_second_approval(request.amount):
+        with transaction.atomic():
+            locked = RefundRequest.objects.select_for_update().get(pk=request.pk)
+            if locked.status != RefundStatus.PENDING:
+                return locked
+            if locked.first_approved_by_id is None:
+                return _first_approval(locked, by=by, note=note)
+            if by is not None and locked.first_approved_by_id == by.pk:
+                raise BillingError(_("You gave the first approval: another Finance member must give the second."))
     get_processor().refund(
         reference=attempt.processor_reference, amount=request.amount, idempotency_key=f"refund:{request.pk}"
     )
@@ -255,6 +283,21 @@ def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundReque
             return locked
         ledger.record_prepayment_refund(locked.account, amount=locked.amount, key=f"refund:{locked.pk}", by=by)
         _review(locked, RefundStatus.REFUNDED, by=by, note=note)
+    return locked
+
+
+def _first_approval(locked: RefundRequest, *, by, note: str) -> RefundRequest:
+    locked.first_approved_by, locked.first_approved_at, locked.first_approval_note = by, timezone.now(), note
+    locked.save(update_fields=["first_approved_by", "first_approved_at", "first_approval_note"])
+    AuditEvent.record(
+        actor=by,
+        actor_kind=ActorKind.STAFF,
+        action="refund.first_approval",
+        obj=locked,
+        before={"first_approved_by": None},
+        after={"first_approved_by": by.email if by else None},
+        reason=note,
+    )
     return locked
 
 
@@ -272,5 +315,13 @@ def _review(locked: RefundRequest, status: str, *, by, note: str):
     locked.status, locked.reviewed_by, locked.reviewed_at, locked.review_note = status, by, timezone.now(), note
     locked.save(update_fields=["status", "reviewed_by", "reviewed_at", "review_note"])
     action = "refund.approve" if status == RefundStatus.REFUNDED else "refund.reject"
-    AuditEvent.record(actor=by, actor_kind=ActorKind.STAFF, action=action, obj=locked, reason=note)
+    AuditEvent.record(
+        actor=by,
+        actor_kind=ActorKind.STAFF,
+        action=action,
+        obj=locked,
+        before={"status": RefundStatus.PENDING},
+        after={"status": status},
+        reason=note,
+    )
     emails.refund_decided(locked)

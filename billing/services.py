@@ -83,11 +83,20 @@ def project_state_for(account: BillingAccount) -> tuple[str, str]:
     return tiers.eligible_tier(account), BillingState.ACTIVE
 
 
-def reevaluate_projects(account: BillingAccount, *, by, reason: str, from_states=None):
-    """Put every project linked to `account` (in `from_states`, if given) in the state the account now gives it."""
+def reevaluate_projects(account: BillingAccount, *, by, reason: str, from_states=None, actor_kind=None):
+    """Put every project linked to `account` (in `from_states`, if given) in the state the account now gives it.
+    `actor_kind` as for AuditEvent.record (staff decisions pass ActorKind.STAFF)."""
     state = project_state_for(account)
     for link in ProjectBilling.objects.select_related("project").filter(account=account):
-        tiers.set_project_tier(link.project, *state, by=by, reason=reason, linked_to=account, from_states=from_states)
+        tiers.set_project_tier(
+            link.project,
+            *state,
+            by=by,
+            reason=reason,
+            linked_to=account,
+            from_states=from_states,
+            actor_kind=actor_kind,
+        )
 
 
 def set_account_status(
@@ -123,7 +132,9 @@ def set_account_status(
             after={"status": status, "suspension_reason": suspension_reason},
             reason=reason,
         )
-        reevaluate_projects(locked, by=by, reason=gettext_noop("Billing account status changed"))
+        reevaluate_projects(
+            locked, by=by, reason=gettext_noop("Billing account status changed"), actor_kind=actor_kind
+        )
     return locked
 
 
@@ -146,6 +157,18 @@ def require_prepayment(account: BillingAccount, *, by, reason: str) -> BillingAc
         reevaluate_projects(locked, by=by, reason=gettext_noop("Prepayment required"))
         emails.prepayment_required(locked, required_prepayment(locked))  # the outbox row commits with the flag
     return locked
+
+
+def dismiss_prepayment_notice(account: BillingAccount, *, by) -> bool:
+    """The administrator `by` hides the "Action required" notice of `account` (R12), once: False if it already was."""
+    with transaction.atomic():
+        role = BillingAdministrator.objects.select_for_update().filter(account=account, user=by).first()
+        if role is None or role.prepayment_notice_dismissed_at is not None:
+            return False
+        role.prepayment_notice_dismissed_at = timezone.now()
+        role.save(update_fields=["prepayment_notice_dismissed_at"])
+        AuditEvent.record(actor=by, action="billing_account.dismiss_notice", obj=account)
+    return True
 
 
 # Linking (R18)
@@ -257,12 +280,11 @@ def start_setup(user, *, project: Project | None = None) -> SetupSession:
             try:
                 with transaction.atomic():
                     session = SetupSession.objects.create(user=user, flow=flow)
+                    AuditEvent.record(actor=user, action="setup.start", obj=session, after={"flow": flow})
             except IntegrityError:  # another tab created it a moment ago
                 session = SetupSession.objects.select_for_update().get(user=user, finished_at__isnull=True)
         if project is not None and project != session.project:
-            session.project = project
-            session.api_key = project.api_keys.active().order_by("created_at").first()
-            session.save(update_fields=["project", "api_key"])
+            session.choose_project(project, project.api_keys.active().order_by("created_at").first())
     return session
 
 
@@ -289,6 +311,12 @@ def finish_setup(session: SetupSession) -> BillingAccount:
         session.result = account
         session.finished_at = timezone.now()
         session.save(update_fields=["result", "finished_at", "welcome_credit_granted"])
+        AuditEvent.record(
+            actor=user,
+            action="setup.finish",
+            obj=session,
+            after={"account": account.account_id, "welcome_credit": session.welcome_credit_granted},
+        )
     return account
 
 
@@ -325,7 +353,7 @@ def _create_account(session: SetupSession) -> BillingAccount:
         after={"account_id": account.account_id, "prepayment": account.prepayment_status},
     )
     if first_account and not hasattr(user, "welcome_credit"):
-        ledger.grant_credit(
+        credit = ledger.grant_credit(
             account,
             kind=CreditKind.WELCOME,
             amount=settings.WELCOME_CREDIT_AMOUNT,
@@ -333,6 +361,12 @@ def _create_account(session: SetupSession) -> BillingAccount:
             source=_("Welcome credit for your first billing account"),
             welcome_for=user,
             by=user,
+        )
+        AuditEvent.record(
+            actor=user,
+            action="credit.grant",
+            obj=credit,
+            after={"kind": credit.kind, "amount": str(credit.original_amount), "expires_at": str(credit.expires_at)},
         )
         session.welcome_credit_granted = True
     return account

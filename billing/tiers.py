@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Min, Sum
+from django.db.models import Min, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
@@ -27,7 +27,7 @@ from billing.models import (
     TierChange,
     TierRule,
 )
-from studio.models import AuditEvent, BillingState, Project, Tier, effective_tier
+from studio.models import ActorKind, AuditEvent, BillingState, Project, Tier, effective_tier
 
 ORDER = [Tier.FREE, Tier.TIER_1, Tier.TIER_2, Tier.TIER_3]
 SPEND_WINDOW = timedelta(days=30)  # the spending rate that projects when a tier unlocks
@@ -74,6 +74,8 @@ def set_project_tier(
     reason: str,
     linked_to: BillingAccount | None = None,
     from_states: tuple[str, ...] | None = None,
+    actor_kind: str | None = None,
+    override: bool = False,
 ) -> bool:
     """The one writer of a project's tier: locks, records history and audit. True if it changed.
 
@@ -81,9 +83,16 @@ def set_project_tier(
     project's lock: `linked_to` (the project must still be billed to that account) and
     `from_states` (its billing state must still be one of these). If not, nothing changes.
     `reason` is stored in English (mark it with gettext_noop) and translated when shown.
+
+    A tier kept by staff (`Project.tier_locked`, `override_tier`) wins whenever billing is active:
+    evaluation, reinstatement or a relink asking for another tier get the kept one instead, so that
+    a lock survives a suspension (which must make the project free: paid usage stops). Only
+    `override_tier` (`override=True`) sets a locked project's tier.
     """
     with transaction.atomic():
         locked = Project.objects.select_for_update().get(pk=project.pk)
+        if locked.tier_locked and not override and billing_state == BillingState.ACTIVE:
+            tier = kept_tier(locked) or locked.tier
         before = (locked.tier, locked.billing_state)
         if before == (tier, billing_state):
             return False
@@ -100,6 +109,7 @@ def set_project_tier(
             TierChange.objects.create(project=locked, from_tier=before[0], to_tier=tier, reason=reason, actor=by)
         AuditEvent.record(
             actor=by,
+            actor_kind=actor_kind,
             action="project.tier",
             obj=locked,
             before={"tier": before[0], "billing_state": before[1]},
@@ -108,6 +118,66 @@ def set_project_tier(
         )
     project.tier, project.billing_state, project.upgrade_available = tier, billing_state, locked.upgrade_available
     return True
+
+
+def kept_tier(project: Project) -> str | None:
+    """The tier staff last set with a lock (`override_tier`'s audit event), None if none was."""
+    event = (
+        AuditEvent.objects.filter(object_type=project._meta.label_lower, object_id=str(project.pk))
+        .filter(action="project.tier_override", after__tier_locked=True)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    return event.after["tier"] if event else None
+
+
+def override_tier(project: Project, tier: str, *, by, reason: str, lock: bool) -> bool:
+    """Staff (R25) put `project` on `tier`, with a reason. `lock`: automatic evaluation (and the owner's upgrade)
+    may not change it later, and it comes back after a suspension or a move to another billing account; without it,
+    evaluation may raise it again. A paid tier needs active billing (the database's rule): BillingError otherwise.
+
+    Effects: the tier through `set_project_tier` (history, audit "project.tier"), `tier_locked`, and audit
+    "project.tier_override" (before/after of both, the staff reason). True if anything changed."""
+    from billing.services import BillingError  # services imports this module
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise BillingError(_("Give a reason for the change."))
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        if tier != Tier.FREE and locked.billing_state != BillingState.ACTIVE:
+            raise BillingError(
+                _("A paid tier needs active billing, and this project's billing is: %(state)s.")
+                % {"state": locked.get_billing_state_display()}
+            )
+        before = {"tier": locked.tier, "tier_locked": locked.tier_locked}
+        changed = set_project_tier(
+            locked,
+            tier,
+            locked.billing_state,
+            by=by,
+            reason=gettext_noop("Changed by Support"),
+            actor_kind=ActorKind.STAFF,
+            override=True,
+        )
+        update = ["tier_locked"] + (["upgrade_available"] if lock and locked.upgrade_available else [])
+        locked.tier_locked = lock
+        if lock:
+            locked.upgrade_available = False
+        locked.save(update_fields=update)
+        after = {"tier": tier, "tier_locked": lock}
+        AuditEvent.record(
+            actor=by,
+            actor_kind=ActorKind.STAFF,
+            action="project.tier_override",
+            obj=locked,
+            before=before,
+            after=after,
+            reason=reason,
+        )
+    project.tier, project.billing_state = locked.tier, locked.billing_state
+    project.tier_locked, project.upgrade_available = locked.tier_locked, locked.upgrade_available
+    return changed or before != after
 
 
 def note_billing_period(project: Project, *, at=None) -> BillingPeriod | None:
@@ -133,8 +203,9 @@ def refresh_upgrade_flags(account: BillingAccount, *, now=None, eligible: str | 
     eligible = eligible or eligible_tier(account, now=now)
     paid = Project.objects.filter(billing__account=account, billing_state=BillingState.ACTIVE).exclude(tier=Tier.FREE)
     below = ORDER[1 : rank(eligible)]
-    paid.filter(tier__in=below, upgrade_available=False).update(upgrade_available=True)
-    paid.exclude(tier__in=below).filter(upgrade_available=True).update(upgrade_available=False)
+    paid.filter(tier__in=below, tier_locked=False, upgrade_available=False).update(upgrade_available=True)
+    # A tier kept by staff is not the owner's to raise.
+    paid.filter(Q(tier_locked=True) | ~Q(tier__in=below), upgrade_available=True).update(upgrade_available=False)
 
 
 def upgrade(project: Project, *, by, now=None) -> bool:
@@ -150,7 +221,7 @@ def upgrade(project: Project, *, by, now=None) -> bool:
             return False
         locked = Project.objects.select_for_update().get(pk=project.pk)
         eligible = eligible_tier(link.account, now=now)
-        if locked.billing_state != BillingState.ACTIVE or rank(eligible) <= rank(locked.tier):
+        if locked.tier_locked or locked.billing_state != BillingState.ACTIVE or rank(eligible) <= rank(locked.tier):
             return False
         next_tier = ORDER[rank(locked.tier) + 1]
         set_project_tier(locked, next_tier, BillingState.ACTIVE, by=by, reason=gettext_noop("Upgrade requested"))
@@ -276,8 +347,9 @@ def evaluate_all(*, now=None, progress=None):
     for done, account in enumerate(accounts, start=1):
         eligible = eligible_tier(account, now=now)  # once per account, whatever its number of projects
         below = ORDER[1 : rank(eligible)]
+        # A tier kept by staff is skipped (set_project_tier re-checks it under the project's lock).
         for project in Project.objects.filter(
-            billing__account=account, billing_state=BillingState.ACTIVE, tier__in=below
+            billing__account=account, billing_state=BillingState.ACTIVE, tier__in=below, tier_locked=False
         ):
             with transaction.atomic():
                 upgraded = set_project_tier(

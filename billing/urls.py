@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing.views import accounts, budgets, prepayment, setup, tiers
+from billing.views import accounts, budgets, prepayment, promotions, setup, tiers
 from billing.views import statements as statement_views
 
 app_name = "billing"
@@ -37,6 +37,7 @@ urlpatterns = [
     path("accounts/<str:account_id>/budgets/new/", budgets.create, name="budget-create"),
     path("accounts/<str:account_id>/budgets/<int:budget_id>/", budgets.edit, name="budget-edit"),
     path("accounts/<str:account_id>/budgets/<int:budget_id>/delete/", budgets.delete, name="budget-delete"),
+    path("accounts/<str:account_id>/redeem-code/", promotions.redeem_code, name="redeem-code"),
     path("projects/<str:project_id>/upgrade/", tiers.upgrade, name="upgrade"),
     path("projects/<str:project_id>/tier/", tiers.tier_progress, name="tier-progress"),
     path("payment-methods/add/", accounts.add_payment_method, name="add-payment-method"),

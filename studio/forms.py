@@ -1,9 +1,10 @@
 from django import forms
 from django.conf import settings
+from django.contrib.auth.forms import SetPasswordForm
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
-from studio.models import WRITE_ROLES, ApiKey, Project, Tier, User, normalize_email
+from studio.models import SETTINGS_FIELDS, WRITE_ROLES, ApiKey, Project, Tier, User, normalize_email
 from studio.zones import zone_names
 
 NEW_PROJECT = "new"
@@ -98,9 +99,17 @@ class SettingsForm(forms.ModelForm):
         one transaction."""
         user = self.instance
         with transaction.atomic():
-            user.save(update_fields=["full_name", "language", "time_zone"])
+            user.update_settings(by=user, **{name: self.cleaned_data[name] for name in SETTINGS_FIELDS})
             user.link_studio_key(self.cleaned_data["studio_api_key"], by=user)
         return user
+
+
+class ResetPasswordForm(SetPasswordForm):
+    """The password-reset link's form: the new password is saved with an audit event (user.password_reset)."""
+
+    def save(self, commit=True):
+        self.user.set_password_audited(self.cleaned_data["new_password1"], action="user.password_reset")
+        return self.user
 
 
 class LanguageForm(forms.Form):

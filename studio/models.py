@@ -8,7 +8,9 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models, transaction
-from django.db.models import F, FilteredRelation, Q
+from django.db.models import F, FilteredRelation, ProtectedError, Q
+from django.db.models.signals import pre_delete
+from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
@@ -71,6 +73,11 @@ class User(AbstractBaseUser, PermissionsMixin):
     class Meta:
         verbose_name = _("user")
         verbose_name_plural = _("users")
+        # The staff console's (SPEC §10); staff.roles gives them to the Support and Finance groups.
+        permissions = [
+            ("lookup_customer", _("Can look customers up in the staff console")),
+            ("view_as_customer", _("Can open a read-only view of a customer's console")),
+        ]
 
     def __str__(self):
         return self.email
@@ -103,6 +110,33 @@ class User(AbstractBaseUser, PermissionsMixin):
                 after=_studio_key_state(key),
             )
             return True
+
+    def update_settings(self, *, by, **fields) -> bool:
+        """Save the settings page's fields (`SETTINGS_FIELDS`) with one audit event, user.settings, of what changed
+        (before and after). Returns False, recording nothing, when nothing changed."""
+        with transaction.atomic():
+            locked = User.objects.select_for_update().get(pk=self.pk)
+            changed = {name: value for name, value in fields.items() if getattr(locked, name) != value}
+            for name, value in fields.items():
+                setattr(self, name, value)
+            if not changed:
+                return False
+            before = {name: getattr(locked, name) for name in changed}
+            for name, value in changed.items():
+                setattr(locked, name, value)
+            locked.save(update_fields=list(changed))
+            AuditEvent.record(actor=by, action="user.settings", obj=locked, before=before, after=changed)
+            return True
+
+    def set_password_audited(self, raw_password: str, *, action: str) -> None:
+        """A new password (the reset link, or sign-up's confirmation), with an audit event that never holds it."""
+        with transaction.atomic():
+            self.set_password(raw_password)
+            self.save(update_fields=["password"])
+            AuditEvent.record(actor=self, action=action, obj=self)
+
+
+SETTINGS_FIELDS = ("full_name", "language", "time_zone")
 
 
 class StudioKeyLinkQuerySet(models.QuerySet):
@@ -224,6 +258,8 @@ class Project(models.Model):
         _("monthly spend cap (USD)"), max_digits=12, decimal_places=2, null=True, blank=True
     )
     spend_cap_since = models.DateTimeField(_("spend cap since"), null=True, blank=True)
+    # Set when staff override the tier and say automatic evaluation must leave it (billing.tiers.override_tier).
+    tier_locked = models.BooleanField(_("tier kept by staff"), default=False)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
 
@@ -232,6 +268,7 @@ class Project(models.Model):
     class Meta:
         verbose_name = _("project")
         verbose_name_plural = _("projects")
+        permissions = [("override_tier", _("Can override a project's quota tier"))]
         constraints = [
             # A paid tier needs active billing; a project without it is on the free tier.
             models.CheckConstraint(
@@ -461,8 +498,19 @@ class ActorKind(models.TextChoices):
     FLEET = "fleet", _("Serving fleet")
 
 
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise TypeError("audit events are append-only")
+
+    def delete(self):
+        raise TypeError("audit events are append-only")
+
+
 class AuditEvent(models.Model):
-    """Append-only record of a state change: who, what, on which object, before and after."""
+    """Append-only record of a state change: who, what, on which object, before and after.
+
+    No update or delete path in Python, and on PostgreSQL a trigger refuses both (as for the ledger).
+    """
 
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -476,6 +524,8 @@ class AuditEvent(models.Model):
     reason = models.TextField(_("reason"), blank=True)
     created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
 
+    objects = AuditEventQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("audit event")
         verbose_name_plural = _("audit events")
@@ -484,12 +534,29 @@ class AuditEvent(models.Model):
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.object_type}:{self.object_id}"
 
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("audit events are append-only")
+
     @classmethod
     def record(cls, *, actor, action, obj, before=None, after=None, reason="", actor_kind=None):
+        event = cls.build(
+            actor=actor, action=action, obj=obj, before=before, after=after, reason=reason, actor_kind=actor_kind
+        )
+        event.save()
+        return event
+
+    @classmethod
+    def build(cls, *, actor, action, obj, before=None, after=None, reason="", actor_kind=None):
+        """An unsaved event, for writers that insert many in one statement (`bulk_create`)."""
         if actor_kind is None:
             # Staff consoles pass ActorKind.STAFF; a staff member using the developer console is a user.
             actor_kind = ActorKind.SYSTEM if actor is None else ActorKind.USER
-        return cls.objects.create(
+        return cls(
             actor=actor,
             actor_kind=actor_kind,
             action=action,
@@ -581,3 +648,12 @@ class OutboundEmail(models.Model):
             None,
         )
         return True
+
+
+@receiver(pre_delete, sender=User)
+def _keep_users_who_acted(sender, instance, **kwargs):
+    """People who changed anything are deactivated (`is_active`), never deleted: their audit rows keep naming them
+    (X10). Deleting one would set those rows' actor to NULL, which the audit table's trigger refuses on PostgreSQL;
+    this refuses it on every database, before anything is deleted."""
+    if AuditEvent.objects.filter(actor=instance).exists():
+        raise ProtectedError("users named by audit events are deactivated, not deleted", {instance})

@@ -26,7 +26,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from studio.models import EmailStatus, OutboundEmail
+from studio.models import AuditEvent, EmailStatus, OutboundEmail
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +169,17 @@ def _deliver(row: OutboundEmail, transport, result: Delivery):
         _close(transport)
         _failed(row, error, result)
         return
-    OutboundEmail.objects.filter(pk=row.pk).update(
-        status=EmailStatus.SENT, sent_at=timezone.now(), attempts=F("attempts") + 1, claimed_until=None
-    )
+    with transaction.atomic():
+        OutboundEmail.objects.filter(pk=row.pk).update(
+            status=EmailStatus.SENT, sent_at=timezone.now(), attempts=F("attempts") + 1, claimed_until=None
+        )
+        AuditEvent.record(
+            actor=None,
+            action="outbound_email.sent",
+            obj=row,
+            before={"status": EmailStatus.PENDING},
+            after={"status": EmailStatus.SENT, "attempts": row.attempts + 1},
+        )
     result.sent += 1
     log.info("outbox: sent message %s (%d recipients)", row.pk, row.recipient_count)
 
@@ -201,9 +209,19 @@ def _failed(row: OutboundEmail, error: Exception, result: Delivery):
             next_attempt_at.isoformat(timespec="seconds"),
             cause,
         )
-    OutboundEmail.objects.filter(pk=row.pk).update(
-        status=status, attempts=attempts, last_error=cause, next_attempt_at=next_attempt_at, claimed_until=None
-    )
+    with transaction.atomic():
+        OutboundEmail.objects.filter(pk=row.pk).update(
+            status=status, attempts=attempts, last_error=cause, next_attempt_at=next_attempt_at, claimed_until=None
+        )
+        if status == EmailStatus.FAILED:  # a retry's attempt and error are on the row; giving up is audited
+            AuditEvent.record(
+                actor=None,
+                action="outbound_email.fail",
+                obj=row,
+                before={"status": EmailStatus.PENDING},
+                after={"status": EmailStatus.FAILED, "attempts": attempts},
+                reason=cause,
+            )
 
 
 def _close(transport):

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "studio",
     "billing",
     "usage",
+    "staff",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -70,6 +71,9 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "huey.contrib.djhuey",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
 ]
 
 MIDDLEWARE = [
@@ -85,8 +89,15 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed the second factor (staff, SPEC §10).
+    "django_otp.middleware.OTPMiddleware",
+    # With STAFF_REQUIRE_2FA: staff reach /admin/ (past its sign-in page) only with a verified session.
+    "staff.middleware.AdminSecondFactorMiddleware",
     "studio.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Staff viewing as a customer (staff.viewas): after the user and their language are known and after messages,
+    # so that the customer's pages run read-only as the customer while the session and messages stay the staff's.
+    "staff.viewas.ViewAsMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -166,6 +177,8 @@ THROTTLE_PASSWORD_RESET_PER_ADDRESS = env("THROTTLE_PASSWORD_RESET_PER_ADDRESS",
 THROTTLE_PASSWORD_RESET_PER_CLIENT = env("THROTTLE_PASSWORD_RESET_PER_CLIENT", default="10/h")
 THROTTLE_SIGNUP_PER_ADDRESS = env("THROTTLE_SIGNUP_PER_ADDRESS", default="3/h")
 THROTTLE_SIGNUP_PER_CLIENT = env("THROTTLE_SIGNUP_PER_CLIENT", default="10/h")
+# Attempts to redeem a promotional code, per signed-in user (right or wrong): past it, 429.
+THROTTLE_PROMO_REDEEM_PER_USER = env("THROTTLE_PROMO_REDEEM_PER_USER", default="10/h")
 # How long a sign-up confirmation link works.
 SIGNUP_LINK_MAX_AGE = timedelta(days=env.int("SIGNUP_LINK_DAYS", default=3))
 
@@ -264,6 +277,15 @@ WELCOME_CREDIT_DAYS = env.int("WELCOME_CREDIT_DAYS", default=90)
 PREPAYMENT_DEFAULT_AMOUNT = Decimal(env("PREPAYMENT_DEFAULT_AMOUNT", default="10"))
 # The console's address as people reach it, for links in e-mail written by jobs (no request to ask).
 SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+# Staff console (SPEC §10). Staff pass a second factor (TOTP) before any staff page or the admin; the
+# demo (DEBUG) turns it off by default and the staff pages say so.
+STAFF_REQUIRE_2FA = env.bool("STAFF_REQUIRE_2FA", default=not DEBUG)
+# Refunds and goodwill credits above this many USD need a second Finance member's approval (X10).
+STAFF_APPROVAL_THRESHOLD = Decimal(env("STAFF_APPROVAL_THRESHOLD", default="100"))
+OTP_TOTP_ISSUER = "Studio Console"
+# Device keys and recovery codes are never shown in the admin (a lost device is deleted there, not read).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # Usage (SPEC §4): how long a process keeps its catalog snapshot (prices, limits).
 CATALOG_TTL_SECONDS = env.int("CATALOG_TTL_SECONDS", default=30)

@@ -16,7 +16,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
 
-from studio.models import User, normalize_email
+from studio.models import AuditEvent, User, normalize_email
 
 SALT = "studio.signup"
 
@@ -77,9 +77,13 @@ def create_account(claim: Claim, *, password: str) -> User:
     Raises IntegrityError when the address has an account already (the unique e-mail).
     """
     with transaction.atomic():
-        return User.objects.create_user(
+        user = User.objects.create_user(
             claim.email, password, terms_accepted_at=timezone.now(), language=claim.language
         )
+        AuditEvent.record(
+            actor=user, action="user.signup", obj=user, after={"email": user.email, "terms_accepted": True}
+        )
+        return user
 
 
 def _send(email: str, language: str, template: str, context: dict) -> None:

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.shortcuts import redirect
 from django.urls import include, path
 
+from studio.forms import ResetPasswordForm
 from studio.views import accounts, api_keys, health, projects
 from usage.api import api as fleet_api
 
@@ -32,12 +33,13 @@ urlpatterns = [
     path("accounts/password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
     path(
         "accounts/reset/<uidb64>/<token>/",
-        auth_views.PasswordResetConfirmView.as_view(),
+        auth_views.PasswordResetConfirmView.as_view(form_class=ResetPasswordForm),
         name="password_reset_confirm",
     ),
     path("accounts/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
     path("billing/", include("billing.urls")),
     path("usage/", include("usage.urls")),
+    path("staff/", include("staff.urls")),
     path("api/v1/", fleet_api.urls),
     path("admin/", admin.site.urls),
 ]

@@ -117,3 +117,15 @@ def deliver_mail():
 
     deliver_due()
     return mail.outbox
+
+
+def make_staff(email, *groups, superuser=False, **fields) -> User:
+    """A staff member in the given staff groups (staff.roles.SUPPORT / FINANCE)."""
+    from django.contrib.auth.models import Group
+
+    from staff import roles
+
+    roles.ensure_groups()
+    user = make_user(email, is_staff=True, is_superuser=superuser, **fields)
+    user.groups.set(Group.objects.filter(name__in=groups))
+    return user

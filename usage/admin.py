@@ -1,16 +1,19 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.template.response import TemplateResponse
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
-from studio.admin import ReadOnlyAdmin
+from studio.admin import AuditedAdmin, ReadOnlyAdmin
 from studio.models import ActorKind, AuditEvent
+from usage import quotas
 from usage.models import (
     CatalogModel,
     FleetToken,
     PendingCharge,
     Price,
     QuotaDenial,
+    QuotaIncreaseRequest,
+    QuotaOverride,
     RateLimit,
     SpendLimit,
     UsageEvent,
@@ -35,7 +38,7 @@ class RateLimitInline(admin.TabularInline):
 
 
 @admin.register(CatalogModel)
-class CatalogModelAdmin(admin.ModelAdmin):
+class CatalogModelAdmin(AuditedAdmin):
     list_display = [
         "model_id",
         "display_name",
@@ -45,17 +48,22 @@ class CatalogModelAdmin(admin.ModelAdmin):
         "active",
     ]
     list_filter = ["free_tier_available", "active"]
+    search_fields = ["model_id", "display_name"]
     inlines = [PriceInline, RateLimitInline]
 
 
 @admin.register(SpendLimit)
-class SpendLimitAdmin(admin.ModelAdmin):
+class SpendLimitAdmin(AuditedAdmin):
     list_display = ["tier", "usd_per_10_minutes", "enabled"]
+    list_filter = ["tier", "enabled"]
 
 
 @admin.register(FleetToken)
-class FleetTokenAdmin(admin.ModelAdmin):
+class FleetTokenAdmin(AuditedAdmin):
     list_display = ["name", "prefix", "created_by", "created_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    list_select_related = ["created_by"]
     fields = ["name"]
     actions = ["revoke"]
 
@@ -82,9 +90,7 @@ class FleetTokenAdmin(admin.ModelAdmin):
     @admin.action(description=_("Revoke the selected fleet tokens"))
     def revoke(self, request, queryset):
         for token in queryset.filter(revoked_at__isnull=True):
-            token.revoked_at = timezone.now()
-            token.save(update_fields=["revoked_at"])
-            AuditEvent.record(actor=request.user, actor_kind=ActorKind.STAFF, action="fleet_token.revoke", obj=token)
+            token.revoke(by=request.user)
 
 
 @admin.register(UsageEvent)
@@ -145,3 +151,102 @@ class QuotaDenialAdmin(ReadOnlyAdmin):
     search_fields = ["project__project_id", "quota_id"]
     list_select_related = ["project", "model"]
     show_full_result_count = False
+
+
+# The catalog's rows, the busiest minutes and the denial claims each in the admin too (R26).
+from usage.models import DenialClaim, UsagePeak  # noqa: E402
+
+
+@admin.register(Price)
+class PriceAdmin(AuditedAdmin):
+    """Add-only: a new price is a new version from its date; past events keep the price they were rated with."""
+
+    list_display = ["model", "effective_from", "input", "output", "cached_input", "cache_storage"]
+    list_filter = ["model"]
+    search_fields = ["model__model_id"]
+    list_select_related = ["model"]
+    date_hierarchy = "effective_from"
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(RateLimit)
+class RateLimitAdmin(AuditedAdmin):
+    list_display = ["model", "tier", "rpm", "tpm", "rpd"]
+    list_filter = ["tier", "model"]
+    search_fields = ["model__model_id"]
+    list_select_related = ["model"]
+
+
+@admin.register(UsagePeak)
+class UsagePeakAdmin(ReadOnlyAdmin):
+    """The busiest minute of each hour, per project and model (written by ingestion)."""
+
+    list_display = ["hour", "project", "model", "requests", "input_tokens"]
+    search_fields = ["project__project_id"]
+    list_select_related = ["project", "model"]
+    show_full_result_count = False
+
+
+@admin.register(DenialClaim)
+class DenialClaimAdmin(ReadOnlyAdmin):
+    """The flush_denials job's claims (each batch of denials written once)."""
+
+    list_display = ["claim_id", "written_at"]
+    search_fields = ["=claim_id"]
+    date_hierarchy = "written_at"
+
+
+# The requester reads it in the e-mail, translated (templates/usage/email/quota_*.txt).
+ADMIN_APPROVED = gettext_noop("Approved as requested.")
+ADMIN_DECLINED = gettext_noop("Declined: contact Support for details.")
+
+
+@admin.register(QuotaIncreaseRequest)
+class QuotaIncreaseRequestAdmin(ReadOnlyAdmin):
+    """SPEC §10: read-only; each action calls usage.quotas, which locks, re-checks and audits."""
+
+    list_display = ["requested_at", "project", "model", "metric", "current_limit", "requested_value", "status"]
+    list_filter = ["status", "metric", "model"]
+    search_fields = ["project__project_id", "project__name", "requested_by__email"]
+    list_select_related = ["project", "model"]
+    date_hierarchy = "requested_at"
+    actions = ["approve_as_requested", "decline"]
+
+    def has_decide_permission(self, request):
+        return request.user.has_perm("usage.decide_quota_increase")
+
+    @admin.action(description=_("Approve the figures requested"), permissions=["decide"])
+    def approve_as_requested(self, request, queryset):
+        self._decide(
+            request,
+            queryset,
+            lambda ask: quotas.approve(ask, value=ask.requested_value, reason=ADMIN_APPROVED, by=request.user),
+        )
+
+    @admin.action(description=_("Decline"), permissions=["decide"])
+    def decline(self, request, queryset):
+        self._decide(request, queryset, lambda ask: quotas.decline(ask, reason=ADMIN_DECLINED, by=request.user))
+
+    def _decide(self, request, queryset, decide):
+        done = 0
+        for ask in queryset.select_related("project"):
+            try:
+                done += decide(ask)
+            except quotas.QuotaError as error:
+                self.message_user(request, f"{ask}: {error.message}", level=messages.ERROR)
+        self.message_user(request, _("Decided %(count)d of the selected quota requests.") % {"count": done})
+
+
+@admin.register(QuotaOverride)
+class QuotaOverrideAdmin(ReadOnlyAdmin):
+    """Written only by approved quota increases (usage.quotas.approve), with their audit events."""
+
+    list_display = ["project", "model", "rpm", "tpm", "rpd", "updated_at", "updated_by"]
+    list_filter = ["model"]
+    search_fields = ["project__project_id", "project__name"]
+    list_select_related = ["project", "model", "updated_by"]

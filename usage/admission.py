@@ -22,6 +22,7 @@ from studio.models import ApiKey, Project, Tier, effective_tier
 from usage import denials, spendcap
 from usage.catalog import get_catalog
 from usage.limiter import MINUTE, PACIFIC_DAY, ROLLING_10M, Counter, Limit, get_limiter
+from usage.models import QuotaOverride
 from usage.rating import rate
 
 TIER_SUFFIX = {Tier.FREE: "FreeTier", Tier.TIER_1: "Tier1", Tier.TIER_2: "Tier2", Tier.TIER_3: "Tier3"}
@@ -88,18 +89,24 @@ class Admittee:
     account_status: str | None  # None: no billing account linked
     monthly_spend_cap: Decimal | None = None  # as on the Project (None: no cap); a number or text on SQLite
     spend_cap_since: datetime | None = None
+    override_model: str | None = None  # the model whose QuotaOverride was looked up with the key (None: none was)
+    override: tuple[int | None, int | None, int | None] | None = None  # its (rpm, tpm, rpd); None: no override row
 
 
 def _lookup_sql() -> str:
     # Written once per process from the models' table names: on the hottest path of the fleet, compiling the
     # equivalent ORM query cost more than running it (bench/README.md).
+    # The project's override of the requested model comes in the same query (one row at most: unique on project and
+    # model), so that an approved quota increase applies to the next request at no extra round trip.
     key, project = ApiKey._meta.db_table, Project._meta.db_table
     link, account = ProjectBilling._meta.db_table, BillingAccount._meta.db_table
+    override = QuotaOverride._meta.db_table
     return (
         f"SELECT k.id, k.last_used_at, p.id, p.project_id, p.tier, p.billing_state, a.status, "  # noqa: S608
-        f"p.monthly_spend_cap, p.spend_cap_since "
+        f"p.monthly_spend_cap, p.spend_cap_since, o.id, o.rpm, o.tpm, o.rpd "
         f"FROM {key} k JOIN {project} p ON p.id = k.project_id "
         f"LEFT JOIN {link} b ON b.project_id = p.id LEFT JOIN {account} a ON a.id = b.account_id "
+        f"LEFT JOIN {override} o ON o.project_id = p.id AND o.model_id = %s "
         f"WHERE k.secret_hash = %s AND k.revoked_at IS NULL"
     )
 
@@ -107,18 +114,19 @@ def _lookup_sql() -> str:
 LOOKUP_SQL = None
 
 
-def find_admittee(raw_key: str) -> Admittee | None:
-    """ApiKey.objects.authenticate for admission: the same checks, one precompiled query."""
+def find_admittee(raw_key: str, model_id: str = "") -> Admittee | None:
+    """ApiKey.objects.authenticate for admission: the same checks, one precompiled query, which also reads the
+    project's QuotaOverride of `model_id`."""
     global LOOKUP_SQL
     if not keyformat.is_well_formed(raw_key):
         return None
     LOOKUP_SQL = LOOKUP_SQL or _lookup_sql()
     with connection.cursor() as cursor:
-        cursor.execute(LOOKUP_SQL, [keyformat.hash_key(raw_key)])
+        cursor.execute(LOOKUP_SQL, [model_id, keyformat.hash_key(raw_key)])
         row = cursor.fetchone()
     if row is None:
         return None
-    key_id, last_used_at, project_pk, project_id, tier, billing_state, account_status, cap, cap_since = row
+    key_id, last_used_at, project_pk, project_id, tier, billing_state, account_status, cap, cap_since = row[:9]
     last_used_at = _aware(last_used_at)
     ApiKey(pk=key_id, last_used_at=last_used_at).mark_used()
     return Admittee(
@@ -130,6 +138,8 @@ def find_admittee(raw_key: str) -> Admittee | None:
         account_status,
         cap,
         None if cap is None else _aware(cap_since),
+        model_id,
+        None if row[9] is None else row[10:],
     )
 
 
@@ -165,22 +175,52 @@ def spend_estimate(model, price, *, kind: str, input_tokens: int) -> int:
     return math.ceil(rated.cost * MICRO)
 
 
+def override_of(project, model_id: str, overrides=None) -> tuple[int | None, int | None, int | None] | None:
+    """The project's own (rpm, tpm, rpd) on `model_id` (QuotaOverride; None: it has none). An Admittee carries the
+    override of the model it was found for; for a Project, `overrides` ({model id: QuotaOverride}) saves the query.
+    Overrides raise paid limits only: while the project is on the free tier (no billing, a prepayment due, a
+    suspended account) its free-tier figures apply, and its override comes back with paid billing."""
+    if effective_tier(project.tier, project.billing_state) == Tier.FREE:
+        return None
+    if isinstance(project, Admittee):
+        if project.override_model != model_id:
+            raise ValueError(f"admittee was found for {project.override_model!r}, not {model_id!r}")
+        return project.override
+    if overrides is None:
+        overrides = {o.model_id: o for o in QuotaOverride.objects.filter(project=project, model_id=model_id)}
+    row = overrides.get(model_id)
+    return None if row is None else (row.rpm, row.tpm, row.rpd)
+
+
+def raised(tier_figure: int | None, override: int | None) -> int | None:
+    """The figure in force: the higher of the tier's and the override's (a later tier upgrade never lowers a
+    project's limit). No tier limit (None) stays none."""
+    if tier_figure is None or override is None:
+        return tier_figure
+    return max(tier_figure, override)
+
+
 def limits_for(
-    project, model_id: str, *, estimated_input_tokens: int, kind: str = "generate", catalog=None
+    project, model_id: str, *, estimated_input_tokens: int, kind: str = "generate", catalog=None, overrides=None
 ) -> list[Limit]:
     """The limits that apply to one request of `project` (a Project or an Admittee: `pk` or `project_pk`, `tier`,
     `billing_state`, `monthly_spend_cap` and `spend_cap_since` are read) on `model_id`, at its current tier: the
-    model's RPM, TPM and RPD, the tier's spend limit, and the project's monthly spend cap (usage.spendcap)."""
+    model's RPM, TPM and RPD (each raised by the project's override where that is higher: `override_of`), the tier's
+    spend limit, and the project's monthly spend cap (usage.spendcap)."""
     catalog = catalog or get_catalog()
     tier = effective_tier(project.tier, project.billing_state)
     ids = quota_ids(tier)
     limits = []
     rate = catalog.rate_limits.get((tier, model_id))
     if rate is not None:
+        rpm, tpm, rpd = rate.rpm, rate.tpm, rate.rpd
+        override = override_of(project, model_id, overrides)
+        if override is not None:
+            rpm, tpm, rpd = raised(rpm, override[0]), raised(tpm, override[1]), raised(rpd, override[2])
         per_model = [
-            (ids["rpm"], MINUTE, rate.rpm, 1, ""),
-            (ids["tpm"], TPM_WINDOW, rate.tpm, estimated_input_tokens, INPUT_TOKENS),
-            (ids["rpd"], PACIFIC_DAY, rate.rpd, 1, ""),
+            (ids["rpm"], MINUTE, rpm, 1, ""),
+            (ids["tpm"], TPM_WINDOW, tpm, estimated_input_tokens, INPUT_TOKENS),
+            (ids["rpd"], PACIFIC_DAY, rpd, 1, ""),
         ]
         for quota_id, window, value, cost, settles in per_model:
             if value is not None:
@@ -223,7 +263,7 @@ def settlement_counters(tier: str, model_id: str, catalog, *, spend_cap_since=No
 
 
 def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int) -> dict:
-    project = find_admittee(raw_key)
+    project = find_admittee(raw_key, model_id)
     if project is None:
         return INVALID_KEY.as_dict()
     catalog = get_catalog()

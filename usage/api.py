@@ -462,7 +462,7 @@ def usage_report(request: HttpRequest):
         return Status(400, {"detail": 'Send {"events": [...]}.'})
     if len(events) > MAX_BATCH:
         return Status(413, {"detail": f"At most {MAX_BATCH} events per call."})
-    report = ingest(events)
+    report = ingest(events, reporter=request.auth)  # request.auth: the fleet token (FleetTokenAuth)
     return HttpResponse(
         orjson.dumps({"accepted": report.accepted, "duplicates": report.duplicates, "rejected": report.rejected}),
         content_type="application/json",

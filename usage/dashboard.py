@@ -259,6 +259,7 @@ class LimitRow:
     denied: int
     resets: str
     next_limit: int | None
+    raised: bool = False  # the project's quota override raises it above the tier's figure
 
 
 def limit_rows(limits: ModelLimits, *, now: datetime, zone: ZoneInfo) -> list[LimitRow]:
@@ -280,6 +281,7 @@ def limit_rows(limits: ModelLimits, *, now: datetime, zone: ZoneInfo) -> list[Li
             denials.get(ids["rpm"], 0),
             minute,
             limits.next_rpm,
+            "rpm" in limits.raised,
         ),
         LimitRow(
             _("Input tokens per minute (TPM)"),
@@ -290,6 +292,7 @@ def limit_rows(limits: ModelLimits, *, now: datetime, zone: ZoneInfo) -> list[Li
             denials.get(ids["tpm"], 0),
             minute,
             limits.next_tpm,
+            "tpm" in limits.raised,
         ),
         LimitRow(
             _("Requests per day (RPD)"),
@@ -300,6 +303,7 @@ def limit_rows(limits: ModelLimits, *, now: datetime, zone: ZoneInfo) -> list[Li
             denials.get(ids["rpd"], 0),
             day,
             limits.next_rpd,
+            "rpd" in limits.raised,
         ),
     ]
 

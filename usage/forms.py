@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from usage.models import QuotaMetric
 from usage.queries import Window
 
 RANGES = [
@@ -129,3 +130,26 @@ class SpendCapForm(forms.Form):
 
     def clean_amount(self) -> Decimal:
         return self.cleaned_data["amount"].quantize(CENTS)
+
+
+class QuotaRequestForm(forms.Form):
+    """SPEC §10: ask Support for a higher RPM, TPM or RPD on one model the project's tier can use."""
+
+    model = forms.ChoiceField(label=_("Model"))
+    metric = forms.ChoiceField(label=_("Limit"), choices=QuotaMetric.choices)
+    value = forms.IntegerField(
+        label=_("Limit you need"),
+        min_value=1,
+        max_value=10**15,
+        error_messages={"required": _("Enter the figure this project needs.")},
+    )
+    reason = forms.CharField(
+        label=_("Why this project needs it"),
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        error_messages={"required": _("Say why this project needs a higher limit.")},
+    )
+
+    def __init__(self, *args, models, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [(m.model_id, m.display_name) for m in models]

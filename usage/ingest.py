@@ -51,7 +51,7 @@ from django.utils import timezone
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from billing.models import BillingPeriod
-from studio.models import ApiKey, StudioKeyLink
+from studio.models import ActorKind, ApiKey, AuditEvent, StudioKeyLink
 from usage.catalog import get_catalog
 from usage.models import PendingCharge, UsageEvent, UsageRollup
 from usage.peaks import update_peaks
@@ -214,9 +214,13 @@ def _pydantic_errors(error: ValidationError, raw) -> dict[str, list[str]]:
     return dict(errors)
 
 
-def ingest(raw_events: list, *, now: datetime | None = None) -> Report:
+def ingest(raw_events: list, *, now: datetime | None = None, reporter=None) -> Report:
     """Validate, rate and store `raw_events` (parsed JSON). Valid events are kept even when
-    others of the batch are rejected; an event id seen before counts as a duplicate."""
+    others of the batch are rejected; an event id seen before counts as a duplicate.
+
+    `reporter`, the fleet token of a usage:report call: a report that stored new events gets one audit row
+    (usage.report, by the fleet; X10), per batch, never per event: the events are their own append-only record.
+    Written after the batch committed, so a crash in between loses that row, never the usage."""
     now = now or timezone.now()
     report = Report()
     valid: list[tuple[int, RequestEventIn | StorageEventIn]] = []
@@ -245,6 +249,14 @@ def ingest(raw_events: list, *, now: datetime | None = None) -> Report:
         report.accepted = len(inserted)
         report.duplicates += len(rows) - len(inserted)
         settle_after_commit(rows, COLUMNS, inserted, reservations)  # new events only: a replay changes nothing
+    if reporter is not None and report.accepted:
+        AuditEvent.record(
+            actor=None,
+            actor_kind=ActorKind.FLEET,
+            action="usage.report",
+            obj=reporter,
+            after={"accepted": report.accepted, "duplicates": report.duplicates, "rejected": len(report.rejected)},
+        )
     return report
 
 

@@ -4,13 +4,13 @@ import hmac
 import secrets
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from studio import keyformat
-from studio.models import Tier
+from studio.models import ActorKind, AuditEvent, Tier
 
 MONEY = {"max_digits": 14, "decimal_places": 6, "null": True, "blank": True}  # USD per 1M tokens
 COST = {"max_digits": 20, "decimal_places": 9, "default": 0}  # USD, rated to the nano-dollar
@@ -140,6 +140,25 @@ class FleetToken(models.Model):
             name=name, prefix=raw[:12], secret_hash=keyformat.hash_key(raw), created_by=created_by
         )
         return token, raw
+
+    def revoke(self, *, by) -> bool:
+        """Staff revoke the token for good (audited); False if it already was. Processes that cached it as valid
+        refuse it within FLEET_TOKEN_CACHE_SECONDS."""
+        with transaction.atomic():
+            locked = FleetToken.objects.select_for_update().get(pk=self.pk)
+            if locked.revoked_at is not None:
+                return False
+            locked.revoked_at = self.revoked_at = timezone.now()
+            locked.save(update_fields=["revoked_at"])
+            AuditEvent.record(
+                actor=by,
+                actor_kind=ActorKind.STAFF,
+                action="fleet_token.revoke",
+                obj=locked,
+                before={"revoked": False},
+                after={"revoked": True},
+            )
+        return True
 
 
 class Kind(models.TextChoices):
@@ -381,3 +400,81 @@ class DenialClaim(models.Model):
 
     def __str__(self):
         return self.claim_id
+
+
+class QuotaMetric(models.TextChoices):
+    RPM = "rpm", _("Requests per minute (RPM)")
+    TPM = "tpm", _("Input tokens per minute (TPM)")
+    RPD = "rpd", _("Requests per day (RPD)")
+
+
+class QuotaOverride(models.Model):
+    """A project's own limits on one model, granted by Support (an approved quota increase). Where set, and higher
+    than its tier's figure, admission applies it instead of the tier's (usage.admission.limits_for)."""
+
+    project = models.ForeignKey("studio.Project", on_delete=models.CASCADE, related_name="quota_overrides")
+    model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="+")
+    rpm = models.PositiveBigIntegerField(_("RPM"), null=True, blank=True)
+    tpm = models.PositiveBigIntegerField(_("TPM"), null=True, blank=True)
+    rpd = models.PositiveBigIntegerField(_("RPD"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), default=timezone.now)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("quota override")
+        verbose_name_plural = _("quota overrides")
+        constraints = [models.UniqueConstraint(fields=["project", "model"], name="one_override_per_project_model")]
+
+    def __str__(self):
+        return f"{self.project_id} {self.model_id}"
+
+
+class QuotaRequestStatus(models.TextChoices):
+    PENDING = "pending", _("Waiting for review")
+    APPROVED = "approved", _("Approved")
+    DECLINED = "declined", _("Declined")
+
+
+class QuotaIncreaseRequest(models.Model):
+    """An Owner or Editor asks for a higher RPM, TPM or RPD on one model (SPEC §10); Support decides."""
+
+    project = models.ForeignKey("studio.Project", on_delete=models.CASCADE, related_name="quota_requests")
+    model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="+")
+    metric = models.CharField(_("limit"), max_length=3, choices=QuotaMetric.choices)
+    current_limit = models.PositiveBigIntegerField(_("limit when asked"), null=True, blank=True)
+    requested_value = models.PositiveBigIntegerField(_("requested limit"))
+    reason = models.TextField(_("reason"))
+    status = models.CharField(
+        _("status"), max_length=10, choices=QuotaRequestStatus.choices, default=QuotaRequestStatus.PENDING
+    )
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(_("requested at"), default=timezone.now)
+    approved_value = models.PositiveBigIntegerField(_("approved limit"), null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
+    decision_reason = models.TextField(_("decision reason"), blank=True)
+
+    class Meta:
+        verbose_name = _("quota increase request")
+        verbose_name_plural = _("quota increase requests")
+        ordering = ["-requested_at"]
+        permissions = [("decide_quota_increase", _("Can approve and decline quota increase requests"))]
+        constraints = [
+            models.CheckConstraint(condition=Q(requested_value__gt=0), name="quota_request_positive"),
+            models.CheckConstraint(
+                condition=Q(status="approved", approved_value__gt=0) | (~Q(status="approved") & Q(approved_value=None)),
+                name="quota_request_approved_value",
+            ),
+            # One open request per project, model and limit: a second is refused by the database.
+            models.UniqueConstraint(
+                fields=["project", "model", "metric"], condition=Q(status="pending"), name="one_open_quota_request"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "requested_at"], name="quota_request_queue")]
+
+    def __str__(self):
+        return f"{self.project_id} {self.model_id} {self.metric} {self.requested_value} {self.status}"

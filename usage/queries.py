@@ -29,10 +29,10 @@ from django.utils import timezone
 
 from billing.tiers import ORDER
 from studio.models import Tier, effective_tier
-from usage.admission import limits_for, project_scope, quota_ids
+from usage.admission import limits_for, project_scope, quota_ids, raised
 from usage.catalog import get_catalog
 from usage.limiter import get_limiter, pacific_day_windows
-from usage.models import QuotaDenial, UsagePeak, UsageRollup
+from usage.models import QuotaDenial, QuotaOverride, UsagePeak, UsageRollup
 
 MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 GRAINS = (("day", DAY), ("hour", HOUR), ("minute", MINUTE))  # coarsest first
@@ -337,13 +337,15 @@ class ModelLimits:
     rpm_resets_in: int  # seconds until the minute ends
     rpd_resets_in: int  # seconds until Pacific midnight
     denials: dict[str, int]  # {quota_id: requests denied in the window}, whatever the tier then
+    raised: frozenset[str] = frozenset()  # the limits ("rpm", …) the project's override raises above the tier's
 
 
 def limits_for_project(project, window: Window, *, now=None) -> list[ModelLimits]:
     """One row per model the project can use at its tier (free tier: the free models only), by model id.
 
-    Three statements whatever the range (the per-minute peaks, the Pacific days' sums, the denials) and one limiter
-    read (Limiter.peek, which counts nothing) for all models; the catalog comes from its snapshot. `now` (default:
+    Four statements whatever the range (the per-minute peaks, the Pacific days' sums, the denials, the project's quota
+    overrides: rpm, tpm and rpd are the figures in force, the tier's raised by them) and one limiter read
+    (Limiter.peek, which counts nothing) for all models; the catalog comes from its snapshot. `now` (default:
     the current time) sets the reset times; the limiter reads its current windows by its own clock."""
     now = now or timezone.now()
     catalog = get_catalog()
@@ -367,7 +369,11 @@ def limits_for_project(project, window: Window, *, now=None) -> list[ModelLimits
     denied: dict[str, dict[str, int]] = defaultdict(dict)
     for (_, model_id, quota_id), count in _read_denials(project.pk, window, model_ids, per_bucket=False).items():
         denied[model_id][quota_id] = count
-    live = _live_usage(project, tier, model_ids, catalog)
+    # Overrides raise paid limits only (usage.admission.override_of).
+    overrides = (
+        {} if tier == Tier.FREE else {o.model_id: o for o in QuotaOverride.objects.filter(project_id=project.pk)}
+    )
+    live = _live_usage(project, tier, model_ids, catalog, overrides)
 
     ids = quota_ids(tier)
     moment = now.timestamp()
@@ -379,14 +385,17 @@ def limits_for_project(project, window: Window, *, now=None) -> list[ModelLimits
         upper = catalog.rate_limits.get((next_tier, model.model_id)) if next_tier else None
         requests, tokens = minute_peaks.get(model.model_id, (0, 0))
         used = live.get(model.model_id, {})
+        override = overrides.get(model.model_id)
+        figures = {name: getattr(limits, name) if limits else None for name in ("rpm", "tpm", "rpd")}
+        in_force = {name: raised(value, getattr(override, name, None)) for name, value in figures.items()}
         rows.append(
             ModelLimits(
                 model_id=model.model_id,
                 model_name=model.display_name,
                 tier=tier,
-                rpm=limits.rpm if limits else None,
-                tpm=limits.tpm if limits else None,
-                rpd=limits.rpd if limits else None,
+                rpm=in_force["rpm"],
+                tpm=in_force["tpm"],
+                rpd=in_force["rpd"],
                 next_tier=next_tier,
                 next_rpm=upper.rpm if upper else None,
                 next_tpm=upper.tpm if upper else None,
@@ -401,6 +410,7 @@ def limits_for_project(project, window: Window, *, now=None) -> list[ModelLimits
                 rpm_resets_in=rpm_resets_in,
                 rpd_resets_in=rpd_resets_in,
                 denials=denied.get(model.model_id, {}),
+                raised=frozenset(name for name, value in in_force.items() if value != figures[name]),
             )
         )
     return rows
@@ -441,14 +451,14 @@ def _minute_peaks(project_pk: int, window: Window, model_ids: list[str]) -> dict
         return {model_id: (int(requests), int(tokens)) for model_id, requests, tokens in cursor.fetchall()}
 
 
-def _live_usage(project, tier: str, model_ids: list[str], catalog) -> dict[str, dict[str, int]]:
+def _live_usage(project, tier: str, model_ids: list[str], catalog, overrides) -> dict[str, dict[str, int]]:
     """{model: {"rpm"|"tpm"|"rpd": used}} in the limiter's current windows, read without counting (one peek for all
     models, through the Limit objects admission builds). Used = limit − remaining; a counter past its limit (reported
     tokens above the estimate) reads as the limit."""
     names = {quota_id: name for name, quota_id in quota_ids(tier).items() if name in ("rpm", "tpm", "rpd")}
     owners, limits = [], []
     for model_id in model_ids:
-        for limit in limits_for(project, model_id, estimated_input_tokens=0, catalog=catalog):
+        for limit in limits_for(project, model_id, estimated_input_tokens=0, catalog=catalog, overrides=overrides):
             if limit.quota_id in names:  # not the spend limit: one per project, not per model
                 owners.append(model_id)
                 limits.append(limit)

@@ -17,11 +17,11 @@ from django.views.decorators.http import require_http_methods
 from studio.models import ApiKey, Tier
 from studio.views.rendering import LIMITS_CHANGED, finish, render_dialog, render_page
 from studio.zones import reader_zone, zone_named
-from usage import spendcap
+from usage import quotas, spendcap
 from usage.access import get_project_for_user, get_projects_for_user
 from usage.dashboard import limit_rows, other_denials, report_charts, usage_report, write_csv
-from usage.forms import RangeForm, SpendCapForm, UsageFilterForm
-from usage.models import CatalogModel
+from usage.forms import QuotaRequestForm, RangeForm, SpendCapForm, UsageFilterForm
+from usage.models import CatalogModel, QuotaIncreaseRequest, QuotaRequestStatus
 from usage.queries import limits_for_project
 
 
@@ -144,6 +144,7 @@ def limits_page(request: HttpRequest) -> HttpResponse:
         read_only=not project.is_writable_by(request.user),  # the Quota tier cell offers no links then
         next_tier=Tier(limits[0].next_tier).label if limits and limits[0].next_tier else None,
         links=_links(project, tz_param, form.range_query(), {}),
+        quota_requests=_quota_requests(project),
     )
     with timezone.override(zone):
         return render_page(request, "usage/limits.html", context)
@@ -165,3 +166,45 @@ def spend_cap(request: HttpRequest, project_id: str) -> HttpResponse:
         return finish(request, _("Spend cap saved."), redirect_to=limits_url, events=(LIMITS_CHANGED,))
     context = {"project": project, "form": form, "limits_url": limits_url}
     return render_dialog(request, "usage/spend_cap.html", context, status=422 if form.errors else 200)
+
+
+RECENT_QUOTA_REQUESTS = 10
+
+
+def _quota_requests(project) -> list[QuotaIncreaseRequest]:
+    """The Limits tab's quota requests: every pending one, then the latest decisions (one query)."""
+    requests = list(QuotaIncreaseRequest.objects.filter(project=project).order_by("-requested_at", "-pk")[:50])
+    pending = [r for r in requests if r.status == QuotaRequestStatus.PENDING]
+    decided = [r for r in requests if r.status != QuotaRequestStatus.PENDING]
+    return pending + decided[:RECENT_QUOTA_REQUESTS]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def quota_request(request: HttpRequest, project_id: str) -> HttpResponse:
+    """SPEC §10: ask Support for a higher RPM, TPM or RPD on one model (Owners and Editors; Viewers 403)."""
+    project = get_project_for_user(request.user, project_id, write=True)
+    limits_url = _url("usage:limits", {"project": project.project_id})
+    models = quotas.usable_models(project)
+    posted = request.method == "POST"
+    initial = {"model": request.GET.get("model")}
+    form = QuotaRequestForm(request.POST if posted else None, models=models, initial=initial)
+    if posted and form.is_valid():
+        try:
+            data = form.cleaned_data
+            quotas.request_increase(
+                project,
+                model_id=data["model"],
+                metric=data["metric"],
+                value=data["value"],
+                reason=data["reason"],
+                by=request.user,
+            )
+        except quotas.QuotaError as error:
+            form.add_error(error.field or None, error.message)
+        else:
+            message = _("Request sent. Support will decide and e-mail you; its state shows on this page.")
+            return finish(request, message, redirect_to=limits_url, events=(LIMITS_CHANGED,))
+    figures = quotas.figures_in_force(project, models)
+    context = {"project": project, "form": form, "limits_url": limits_url, "figures": figures}
+    return render_dialog(request, "usage/quota_request.html", context, status=422 if form.errors else 200)

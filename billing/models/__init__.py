@@ -24,6 +24,7 @@ from billing.models.prepayments import (
     TierChange,
     TierRule,
 )
+from billing.models.staff import GoodwillGrant, GoodwillReason, GoodwillStatus, PromoCode, PromoRedemption
 from billing.models.statements import (
     AttemptStatus,
     LineKind,
@@ -51,6 +52,9 @@ __all__ = [
     "CreditReminder",
     "EntryKind",
     "EntryReason",
+    "GoodwillGrant",
+    "GoodwillReason",
+    "GoodwillStatus",
     "LedgerEntry",
     "LineKind",
     "PaymentMethod",
@@ -62,6 +66,8 @@ __all__ = [
     "PrepaymentStatus",
     "ProfileType",
     "ProjectBilling",
+    "PromoCode",
+    "PromoRedemption",
     "RefundRequest",
     "RefundStatus",
     "ReminderDays",

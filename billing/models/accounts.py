@@ -140,6 +140,10 @@ class BillingAccount(models.Model):
     class Meta:
         verbose_name = _("billing account")
         verbose_name_plural = _("billing accounts")
+        permissions = [
+            ("suspend_account", _("Can suspend and reinstate billing accounts")),
+            ("grant_goodwill", _("Can grant and approve goodwill credits")),
+        ]
 
     def __str__(self):
         return f"{self.display_name} ({self.account_id})"

@@ -60,6 +60,7 @@ class Prepayment(models.Model):
     class Meta:
         verbose_name = _("prepayment")
         verbose_name_plural = _("prepayments")
+        permissions = [("decide_bank_transfer", _("Can confirm or fail pending bank transfers"))]
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="prepayment_amount_positive"),
@@ -99,10 +100,18 @@ class RefundRequest(models.Model):
     )
     reviewed_at = models.DateTimeField(_("reviewed at"), null=True, blank=True)
     review_note = models.TextField(_("review note"), blank=True)
+    # Two-person rule (X10): above settings.STAFF_APPROVAL_THRESHOLD a first Finance approval is recorded here and
+    # the refund waits, still pending, for a second Finance member's.
+    first_approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    first_approved_at = models.DateTimeField(_("first approved at"), null=True, blank=True)
+    first_approval_note = models.TextField(_("first approval note"), blank=True)
 
     class Meta:
         verbose_name = _("refund request")
         verbose_name_plural = _("refund requests")
+        permissions = [("decide_refund", _("Can approve and reject refund requests"))]
         ordering = ["-requested_at"]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive")]
 

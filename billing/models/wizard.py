@@ -4,13 +4,14 @@ never lose input or create a second account."""
 import uuid
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from billing.models.accounts import BillingAccount, PaymentMethod
 from billing.models.countries import Country
+from studio.models import AuditEvent
 
 
 class SetupFlow(models.TextChoices):
@@ -62,23 +63,30 @@ class SetupSession(models.Model):
 
     def choose_project(self, project, api_key) -> None:
         self.project, self.api_key = project, api_key
-        self.save(update_fields=["project", "api_key"])
+        after = {"project": project.project_id, "api_key": api_key.pk if api_key else None}
+        self._save(["project", "api_key"], "setup.project", **after)
 
     def choose_country(self, country: Country) -> None:
         """A new billing user's country, with the terms accepted on the same step."""
         self.country, self.terms_accepted, self.flow = country, True, SetupFlow.NEW
-        self.save(update_fields=["country", "terms_accepted", "flow"])
+        self._save(["country", "terms_accepted", "flow"], "setup.country", country=country.pk, terms_accepted=True)
 
     def choose_existing_account(self, account: BillingAccount) -> None:
         self.selected_account, self.flow = account, SetupFlow.EXISTING
-        self.save(update_fields=["selected_account", "flow"])
+        self._save(["selected_account", "flow"], "setup.account", account=account.account_id)
 
     def choose_new_account(self, country: Country) -> None:
         """An existing billing user adds an account: they accepted the terms with their first one,
         and the new account is in `country` (their payments profile's, R9)."""
         self.selected_account, self.flow, self.country, self.terms_accepted = None, SetupFlow.NEW, country, True
-        self.save(update_fields=["selected_account", "flow", "country", "terms_accepted"])
+        self._save(["selected_account", "flow", "country", "terms_accepted"], "setup.new_account", country=country.pk)
 
     def choose_payment_method(self, method: PaymentMethod | None) -> None:
         self.payment_method = method
-        self.save(update_fields=["payment_method"])
+        self._save(["payment_method"], "setup.payment_method", payment_method=method.pk if method else None)
+
+    def _save(self, fields: list[str], action: str, **after) -> None:
+        """Save a step's choice with its audit event (the person's own, as every step is theirs)."""
+        with transaction.atomic():
+            self.save(update_fields=fields)
+            AuditEvent.record(actor=self.user, action=action, obj=self, after=after)

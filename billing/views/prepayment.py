@@ -6,7 +6,6 @@ from decimal import ROUND_DOWN
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_post_parameters
@@ -14,11 +13,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
 from billing.forms import BANK_TRANSFER, NEW_CARD, CardForm, PrepaymentForm, RefundForm
-from billing.models import BillingAdministrator, PaymentMethod, PaymentsProfile, PaymentStatus, Prepayment
+from billing.models import PaymentMethod, PaymentsProfile, PaymentStatus, Prepayment
 from billing.money import CENTS
 from billing.payments import pay_prepayment, refundable, request_refund
 from billing.processor import PaymentError
-from billing.services import BillingError
+from billing.services import BillingError, dismiss_prepayment_notice
 from billing.views.access import get_account_for_user
 from studio.models import Project
 from studio.views.rendering import BILLING_CHANGED, KEYS_CHANGED, finish, render_dialog
@@ -119,9 +118,7 @@ def _show_attempt(request, account, attempt) -> HttpResponse:
 @require_POST
 def dismiss_notice(request: HttpRequest, account_id: str) -> HttpResponse:
     account = get_account_for_user(request.user, account_id)
-    BillingAdministrator.objects.filter(account=account, user=request.user).update(
-        prepayment_notice_dismissed_at=timezone.now()
-    )
+    dismiss_prepayment_notice(account, by=request.user)
     if request.htmx:
         return HttpResponse("")
     next_url = request.POST.get("next", "")

@@ -133,8 +133,7 @@ def set_language(request: HttpRequest) -> HttpResponse:
     form = LanguageForm(request.POST)
     if form.is_valid():
         language = form.cleaned_data["language"]
-        if request.user.is_authenticated and request.user.language != language:
-            request.user.language = language
-            request.user.save(update_fields=["language"])
+        if request.user.is_authenticated:
+            request.user.update_settings(language=language, by=request.user)  # audited when it changes
         response.set_cookie("django_language", language, samesite="Lax", secure=request.is_secure(), max_age=31536000)
     return response

@@ -175,7 +175,7 @@ def test_bank_transfer_is_pending_until_confirmed(due, owner):
         pay(due, card(due))  # one prepayment at a time
 
     staff = make_user("staff@example.com", is_staff=True)
-    confirmed = confirm_bank_transfer(attempt, by=staff)
+    confirmed = confirm_bank_transfer(attempt, by=staff, reason="Seen on the bank statement")
 
     assert confirmed.status == PaymentStatus.SUCCEEDED
     assert ledger.balances(due).credit_remaining == D("10")
@@ -184,7 +184,7 @@ def test_bank_transfer_is_pending_until_confirmed(due, owner):
 def test_bank_transfer_not_received(due):
     attempt = pay(due, bank_transfer=True)
 
-    failed = fail_bank_transfer(attempt, by=make_user(is_staff=True))
+    failed = fail_bank_transfer(attempt, by=make_user(is_staff=True), reason="Nothing arrived")
 
     assert (failed.status, failed.failure_code) == (PaymentStatus.FAILED, "transfer_not_received")
     due.refresh_from_db()

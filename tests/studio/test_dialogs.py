@@ -11,6 +11,7 @@ from billing.models import Budget, ProjectBilling, Statement, StatementStatus
 from billing.services import start_setup
 from studio.models import BillingState, Role, Tier
 from tests.factories import add_member, make_account, make_key, make_project
+from tests.staff.test_staff_dialogs import STAFF_DIALOGS
 
 
 @pytest.fixture
@@ -85,10 +86,24 @@ def form_dialogs(world):
             None,
             f"/usage/limits/?project={paid.project_id}",
         ),
+        (
+            f"{on_account}/redeem-code/",
+            "Redeem a promotional code",
+            "Redeem a promotional code",
+            None,
+            "/billing/",
+        ),
+        (
+            f"/usage/projects/{paid.project_id}/quota-request/?model=gemini-2.5-flash",
+            "Request a higher limit",
+            "Request a higher limit",
+            f"/usage/projects/{paid.project_id}/quota-request/",
+            f"/usage/limits/?project={paid.project_id}",
+        ),
     ]
 
 
-DIALOG_COUNT = 17
+DIALOG_COUNT = 19
 
 
 def the_form(html: str) -> list[tuple[str, str]]:
@@ -107,8 +122,9 @@ def test_every_dialog_with_a_form_is_listed_here(db, owner, editor):
         if 'extends "partials/dialog.html"' in path.read_text()
     )
 
-    # + the key created, not an admin, the prepayment's outcome; - one: budgets/edit.html creates and changes
-    assert len(dialogs) == DIALOG_COUNT + 3 - 1
+    # + the staff console's (tests/staff/test_staff_dialogs.py), the key created, not an admin, the prepayment's
+    # outcome; - one: budgets/edit.html creates and changes
+    assert len(dialogs) == DIALOG_COUNT + len(STAFF_DIALOGS) + 3 - 1
     assert [get_template(name).template.nodelist[0].parent_name.token for name in dialogs] == [
         '"partials/dialog.html"'
     ] * len(dialogs)

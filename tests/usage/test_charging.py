@@ -476,7 +476,8 @@ def test_a_chunk_costs_the_same_statements_for_one_account_as_for_three(db, even
 
     assert run.accounts == 3
     # Accounts; the chunk's savepoint; their locks, pending rows; the ledger's savepoint, locks, credits; the
-    # entries, the lines; its release; the pending rows' DELETE and UPDATE; the chunk's release.
+    # entries, the lines; its release; the audit rows (one per account charge, X10); the pending rows' DELETE and
+    # UPDATE; the chunk's release.
     assert [query["sql"].split(None, 1)[0] for query in three.captured_queries] == [
         "SELECT",
         "SAVEPOINT",
@@ -488,6 +489,7 @@ def test_a_chunk_costs_the_same_statements_for_one_account_as_for_three(db, even
         "INSERT",
         "INSERT",
         "RELEASE",
+        "INSERT",
         "DELETE",
         "UPDATE",
         "RELEASE",

@@ -449,7 +449,7 @@ def test_limits_for_a_tier_1_project(db, settings, django_assert_num_queries):
         record_past(project, PRO, RPM_T1, datetime(2026, 11, 1, 12, 0, tzinfo=UTC), 5)  # 1 November: outside
         window = Window.days(date(2026, 11, 2), date(2026, 11, 4), LA)
         catalog.get_catalog()
-        with django_assert_num_queries(3):
+        with django_assert_num_queries(4):
             found = limits_for_project(project, window, now=NOW)
 
     ids = {"rpm": RPM_T1, "tpm": TPM_T1, "rpd": RPD_T1}
@@ -545,5 +545,5 @@ def test_limits_take_a_constant_number_of_statements(db, settings, django_assert
             Window.hours(NOW, 24, INDIA),
             Window.days(date(2026, 8, 7), date(2026, 11, 4), INDIA),  # 90 days
         ):
-            with django_assert_num_queries(3):
+            with django_assert_num_queries(4):
                 assert len(limits_for_project(project, window, now=NOW)) == 6

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from billing.demo import seed_billing, seed_budgets
+from staff.demo import FINANCE, FINANCE_2, SUPPORT, seed_staff
 from studio.demo import DEMO_PASSWORD, DEVELOPER, STAFF, seed_studio
 from usage.demo import seed_usage
 
@@ -29,9 +30,16 @@ class Command(BaseCommand):
         seed_billing(users)
         fleet_token = seed_usage()
         seed_budgets(users)
+        seed_staff(users)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Sign in at http://127.0.0.1:8000/ with:"))
         self.stdout.write(f"  developer: {DEVELOPER} / {DEMO_PASSWORD}  (existing billing user, two accounts)")
-        self.stdout.write(f"  staff:     {STAFF} / {DEMO_PASSWORD}  (also /admin/)")
+        self.stdout.write(f"  staff:     {STAFF} / {DEMO_PASSWORD}  (superuser: the staff console /staff/ and /admin/)")
+        self.stdout.write(
+            f"  support:   {SUPPORT} / {DEMO_PASSWORD}  (staff console: lookup, view as customer, quotas)"
+        )
+        self.stdout.write(
+            f"  finance:   {FINANCE} and {FINANCE_2} / {DEMO_PASSWORD}  (refunds, transfers, goodwill, promotions)"
+        )
         self.stdout.write("  new billing user: sign up at http://127.0.0.1:8000/accounts/signup/")
         self.stdout.write(
             f"  fleet API: Authorization: Bearer {fleet_token}  (http://127.0.0.1:8000/api/v1/openapi.json)"
