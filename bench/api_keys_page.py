@@ -56,6 +56,9 @@ def setup_django(db_name: str) -> None:
         API_KEY_PEPPER=secrets.token_urlsafe(32),
         SECURE_SSL_REDIRECT="0",
         ALLOWED_HOSTS="testserver",
+        # The admin's second-factor gate would send the superuser to /staff/2fa/ (force_login verifies no device);
+        # with it on, a verified session costs the same attribute check.
+        STAFF_REQUIRE_2FA="0",
     )
     sys.path.insert(0, str(ROOT))
     # Whitenoise looks for STATIC_ROOT, which only collectstatic creates; nothing here is served from it.

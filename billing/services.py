@@ -132,9 +132,7 @@ def set_account_status(
             after={"status": status, "suspension_reason": suspension_reason},
             reason=reason,
         )
-        reevaluate_projects(
-            locked, by=by, reason=gettext_noop("Billing account status changed"), actor_kind=actor_kind
-        )
+        reevaluate_projects(locked, by=by, reason=gettext_noop("Billing account status changed"), actor_kind=actor_kind)
     return locked
 
 

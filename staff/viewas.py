@@ -22,6 +22,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
@@ -36,8 +37,8 @@ EXCLUDED_PATHS = frozenset({"/healthz", "/readyz"})
 SESSIONLESS_PREFIXES = ("/api/", "/static/")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Audit reasons (data, not shown to customers) of a viewing that ends by itself.
-LOST_PERMISSION = "Ended automatically: the staff member may no longer view as a customer."
-NOT_VIEWABLE = "Ended automatically: the user is now staff, a superuser or deactivated."
+LOST_PERMISSION = gettext_noop("Ended automatically: the staff member may no longer view as a customer.")
+NOT_VIEWABLE = gettext_noop("Ended automatically: the user is now staff, a superuser or deactivated.")
 
 
 def may_view_as(request, staff) -> bool:

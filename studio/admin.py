@@ -43,7 +43,8 @@ def _changes(form) -> tuple[dict, dict]:
 
 def record_admin(request, action: str, obj, *, before=None, after=None) -> None:
     """An audit row of a staff edit in the admin, named like the console's: `billing_account.admin_change`."""
-    noun = re.sub(r"(?<!^)(?=[A-Z])", "_", type(obj).__name__).lower()
+    # BillingAccount: billing_account; TOTPDevice: totp_device.
+    noun = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", type(obj).__name__).lower()
     AuditEvent.record(
         actor=request.user,
         actor_kind=ActorKind.STAFF,
