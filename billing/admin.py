@@ -33,6 +33,12 @@ from studio.admin import AuditedAdmin, ReadOnlyAdmin
 
 # Admin actions have no reason box: the audit log says where the decision was made (stored in English).
 ADMIN_REASON = gettext_noop("Decided in the admin")
+# The staff console's permission strings (staff.roles; billing may not import staff): an admin action needs the
+# same permission as the console's decision, not merely the model's view or change permission.
+DECIDE_REFUND = "billing.decide_refund"
+DECIDE_TRANSFER = "billing.decide_bank_transfer"
+SUSPEND = "billing.suspend_account"
+MANAGE_PROMOTIONS = "billing.add_promocode"
 
 
 @admin.register(Country)
@@ -113,19 +119,26 @@ class BillingAccountAdmin(AuditedAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description=_("Suspend (stops paid usage of its projects)"))
+    def has_suspend_permission(self, request) -> bool:
+        return request.user.has_perm(SUSPEND)
+
+    @admin.action(description=_("Suspend (stops paid usage of its projects)"), permissions=["suspend"])
     def suspend(self, request, queryset):
-        for account in queryset:
-            services.set_account_status(account, AccountStatus.SUSPENDED, by=request.user, reason=ADMIN_REASON)
-        self.message_user(request, _("Suspended the selected accounts."))
+        self._set_status(request, queryset, AccountStatus.SUSPENDED, _("Suspended the selected accounts."))
 
-    @admin.action(description=_("Reinstate"))
+    @admin.action(description=_("Reinstate"), permissions=["suspend"])
     def reinstate(self, request, queryset):
-        for account in queryset:
-            services.set_account_status(account, AccountStatus.ACTIVE, by=request.user, reason=ADMIN_REASON)
-        self.message_user(request, _("Reinstated the selected accounts."))
+        self._set_status(request, queryset, AccountStatus.ACTIVE, _("Reinstated the selected accounts."))
 
-    @admin.action(description=_("Require the one-time prepayment"))
+    def _set_status(self, request, queryset, status, message):
+        for account in queryset:
+            try:
+                services.set_account_status(account, status, by=request.user, reason=ADMIN_REASON)
+            except BillingError as error:  # e.g. a closed account
+                self.message_user(request, f"{account}: {error}", level=messages.ERROR)
+        self.message_user(request, message)
+
+    @admin.action(description=_("Require the one-time prepayment"), permissions=["suspend"])
     def require_prepayment(self, request, queryset):
         for account in queryset:
             services.require_prepayment(account, by=request.user, reason=ADMIN_REASON)
@@ -203,11 +216,14 @@ class PrepaymentAdmin(ReadOnlyAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields]
 
-    @admin.action(description=_("Confirm bank transfer received"))
+    def has_decide_transfer_permission(self, request) -> bool:
+        return request.user.has_perm(DECIDE_TRANSFER)
+
+    @admin.action(description=_("Confirm bank transfer received"), permissions=["decide_transfer"])
     def confirm_transfer(self, request, queryset):
         self._each(request, queryset, payments.confirm_bank_transfer, _("Confirmed %(count)d transfer(s)."))
 
-    @admin.action(description=_("Mark bank transfer as not received"))
+    @admin.action(description=_("Mark bank transfer as not received"), permissions=["decide_transfer"])
     def fail_transfer(self, request, queryset):
         self._each(request, queryset, payments.fail_bank_transfer, _("Marked %(count)d transfer(s) as failed."))
 
@@ -247,7 +263,10 @@ class RefundRequestAdmin(AuditedAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description=_("Approve and refund"))
+    def has_decide_refund_permission(self, request) -> bool:
+        return request.user.has_perm(DECIDE_REFUND)
+
+    @admin.action(description=_("Approve and refund"), permissions=["decide_refund"])
     def approve(self, request, queryset):
         for refund in queryset:
             try:
@@ -259,7 +278,7 @@ class RefundRequestAdmin(AuditedAdmin):
                     self.message_user(request, _("%(refund)s: first approval recorded.") % {"refund": refund})
         self.message_user(request, _("Reviewed the selected refund requests."))
 
-    @admin.action(description=_("Reject"))
+    @admin.action(description=_("Reject"), permissions=["decide_refund"])
     def reject(self, request, queryset):
         for refund in queryset:
             payments.reject_refund(refund, by=request.user, note=refund.review_note or ADMIN_REASON)
@@ -405,20 +424,31 @@ class PromoCodeAdmin(ReadOnlyAdmin):
         "active",
         "created_by",
         "created_at",
+        "approved_by",
+        "approved_at",
     ]
     list_filter = ["active", "redeem_by"]
     search_fields = ["code", "description"]
-    list_select_related = ["created_by"]
-    actions = ["deactivate"]
+    list_select_related = ["created_by", "approved_by"]
+    actions = ["approve", "deactivate"]
 
     def has_deactivate_permission(self, request) -> bool:
-        return request.user.has_perm("billing.add_promocode")
+        return request.user.has_perm(MANAGE_PROMOTIONS)
 
     @admin.action(description=_("Deactivate (nobody can redeem it any more)"), permissions=["deactivate"])
     def deactivate(self, request, queryset):
         for code in queryset:
-            promotions.deactivate(code, by=request.user, reason="admin action")
+            promotions.deactivate(code, by=request.user, reason=ADMIN_REASON)
         self.message_user(request, _("Deactivated the selected codes."))
+
+    @admin.action(description=_("Approve (a second Finance member; not its creator)"), permissions=["deactivate"])
+    def approve(self, request, queryset):
+        for code in queryset:
+            try:
+                promotions.approve_code(code, by=request.user, note=ADMIN_REASON)
+            except BillingError as error:
+                self.message_user(request, f"{code}: {error}", level=messages.ERROR)
+        self.message_user(request, _("Reviewed the selected codes."))
 
 
 @admin.register(PromoRedemption)

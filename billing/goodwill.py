@@ -1,7 +1,8 @@
 """Goodwill credits granted by Finance staff (R25), under the two-person rule (X10).
 
-At or below settings.STAFF_APPROVAL_THRESHOLD a request is granted at once (its requester decides it);
-above it, it waits for a second Finance member, never the requester, to approve or reject it. Each
+While a request plus the account's goodwill granted or pending in the last payments.APPROVAL_WINDOW is at or
+below settings.STAFF_APPROVAL_THRESHOLD, it is granted at once (its requester decides it); above it, it waits
+for a second Finance member, never the requester, to approve or reject it (so splitting a credit does not help). Each
 decision locks the billing account, then the grant, re-checks that the grant is still pending and
 writes the credit (ledger.grant_credit, kind GOODWILL, with its expiry) in the same transaction, so
 two approvals at once make one credit. Audit: "goodwill.request", "goodwill.grant", "goodwill.reject".
@@ -12,12 +13,13 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from billing import emails, ledger
 from billing.models import BillingAccount, CreditKind, GoodwillGrant, GoodwillReason, GoodwillStatus
-from billing.payments import needs_second_approval
+from billing.payments import APPROVAL_WINDOW, needs_second_approval
 from billing.services import BillingError
 from studio.models import ActorKind, AuditEvent
 
@@ -29,9 +31,11 @@ def request_goodwill(
 ) -> GoodwillGrant:
     """A Finance member asks for a goodwill credit of `amount` on `account`, expiring at `expires_at`.
 
-    Effects: a GoodwillGrant (audit "goodwill.request"); at or below the threshold it is granted at
-    once (the credit, audit "goodwill.grant", the administrators' e-mail). Raises BillingError for an
-    amount that is not positive, an expiry that is not in the future, an unknown reason code or no note.
+    Effects: a GoodwillGrant (audit "goodwill.request"); while it plus `recent_goodwill` is at or below
+    the threshold it is granted at once (the credit, audit "goodwill.grant", the administrators' e-mail).
+    The sum is taken under the account's lock, so requests made at the same time count each other.
+    Raises BillingError for an amount that is not positive, an expiry that is not in the future, an
+    unknown reason code or no note.
     """
     if amount <= 0 or amount != amount.quantize(CENTS):
         raise BillingError(_("Enter a positive amount in dollars and cents."))
@@ -42,6 +46,7 @@ def request_goodwill(
         raise BillingError(_("Give a reason code and a note."))
     with transaction.atomic():
         locked = BillingAccount.objects.select_for_update().get(pk=account.pk)
+        recent = recent_goodwill(locked)
         grant = GoodwillGrant.objects.create(
             account=locked,
             amount=amount,
@@ -63,9 +68,19 @@ def request_goodwill(
             },
             reason=note,
         )
-        if not needs_second_approval(amount):
+        if not needs_second_approval(amount, recent=recent):
             _grant(locked, grant, by=by, note=note)
     return grant
+
+
+def recent_goodwill(account: BillingAccount, *, now=None) -> Decimal:
+    """What the two-person rule counts besides a new request: the account's goodwill granted or pending, asked for
+    within APPROVAL_WINDOW of `now`."""
+    since = (now or timezone.now()) - APPROVAL_WINDOW
+    counted = GoodwillGrant.objects.filter(
+        account_id=account.pk, status__in=[GoodwillStatus.GRANTED, GoodwillStatus.PENDING], requested_at__gte=since
+    )
+    return counted.aggregate(total=Sum("amount"))["total"] or Decimal("0")
 
 
 def approve_goodwill(grant: GoodwillGrant, *, by, note: str) -> GoodwillGrant:

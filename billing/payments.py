@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
@@ -33,6 +34,9 @@ from studio.models import ActorKind, AuditEvent, BillingState
 log = logging.getLogger(__name__)
 # A PROCESSING attempt older than this lost its answer (a crash mid-call): reconcile it.
 STALE_AFTER = timedelta(minutes=5)
+# The two-person rule (X10) adds up what one billing account received over this window, so that splitting a refund
+# or a goodwill credit into parts at or below the threshold still needs a second Finance member.
+APPROVAL_WINDOW = timedelta(days=30)
 
 
 def pay_prepayment(
@@ -236,19 +240,36 @@ def request_refund(account: BillingAccount, *, amount: Decimal, reason: str, by)
     return request
 
 
-def needs_second_approval(amount: Decimal) -> bool:
-    """The two-person rule (X10): above settings.STAFF_APPROVAL_THRESHOLD two Finance members must approve."""
-    return amount > settings.STAFF_APPROVAL_THRESHOLD
+def needs_second_approval(amount: Decimal, *, recent: Decimal = Decimal("0")) -> bool:
+    """The two-person rule (X10): when `amount` plus what the same account received in the last APPROVAL_WINDOW
+    (`recent`) is above settings.STAFF_APPROVAL_THRESHOLD, two Finance members must approve."""
+    return amount + recent > settings.STAFF_APPROVAL_THRESHOLD
+
+
+def recent_refunds(refund: RefundRequest, *, now=None) -> Decimal:
+    """What the two-person rule counts besides `refund`: the account's other refunds made within APPROVAL_WINDOW of
+    `now`, and every other refund still pending (so that two small requests approved at the same moment, each
+    outside the other's lock-free processor call, are each counted by the other's decision)."""
+    since = (now or timezone.now()) - APPROVAL_WINDOW
+    counted = Q(status=RefundStatus.REFUNDED, reviewed_at__gte=since) | Q(status=RefundStatus.PENDING)
+    others = RefundRequest.objects.filter(counted, account_id=refund.account_id).exclude(pk=refund.pk)
+    return others.aggregate(total=Sum("amount"))["total"] or Decimal("0")
+
+
+def refund_needs_two(refund: RefundRequest) -> bool:
+    """Whether approving `refund` now takes two Finance members (X10, with the account's recent refunds)."""
+    return needs_second_approval(refund.amount, recent=recent_refunds(refund))
 
 
 def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundRequest:
     """Staff approve: the money goes back through the processor, then leaves the prepayment credit.
 
-    Two-person rule: above the threshold the first approval is only recorded (first_approved_by/at/note,
-    audit "refund.first_approval") and the request stays pending; a second approval by someone else
-    refunds. The first approver approving again, or anyone approving their own request, is a BillingError.
-    Deciding first or second happens under the request's lock, so two approvals at once make one first
-    approval and one refund.
+    Two-person rule: when the request plus the account's recent refunds (`recent_refunds`) is above the
+    threshold, the first approval is only recorded (first_approved_by/at/note, audit "refund.first_approval")
+    and the request stays pending; a second approval by someone else refunds. The first approver approving
+    again, or anyone approving their own request, is a BillingError. Deciding first or second happens under
+    the account's lock, then the request's, so two approvals at once make one first approval and one refund,
+    and approvals of two requests of one account count each other.
 
     The processor call is idempotent by the request (two staff approving at once refund once) and
     made outside any lock. The ledger is written once, under the account's lock: REFUND entries on
@@ -264,15 +285,16 @@ def approve_refund(request: RefundRequest, *, by, note: str = "") -> RefundReque
         raise BillingError(_("The prepayment credit no longer covers this refund."))
     if prepayment_left(request.account) < request.amount:
         raise BillingError(_("The prepayment credit no longer covers this refund."))
-    if needs_second_approval(request.amount):
-        with transaction.atomic():
-            locked = RefundRequest.objects.select_for_update().get(pk=request.pk)
-            if locked.status != RefundStatus.PENDING:
-                return locked
-            if locked.first_approved_by_id is None:
-                return _first_approval(locked, by=by, note=note)
+    with transaction.atomic():
+        BillingAccount.objects.select_for_update().get(pk=request.account_id)
+        locked = RefundRequest.objects.select_for_update().get(pk=request.pk)
+        if locked.status != RefundStatus.PENDING:
+            return locked
+        if locked.first_approved_by_id is not None:
             if by is not None and locked.first_approved_by_id == by.pk:
                 raise BillingError(_("You gave the first approval: another Finance member must give the second."))
+        elif refund_needs_two(locked):
+            return _first_approval(locked, by=by, note=note)
     get_processor().refund(
         reference=attempt.processor_reference, amount=request.amount, idempotency_key=f"refund:{request.pk}"
     )

@@ -1,6 +1,10 @@
 """Promotional codes (SPEC §10, R25): Finance creates them; a billing administrator redeems one on the
 billing page for a promotional credit, which pays for usage in the R24 order (billing.ledger).
 
+Two-person rule (X10): a code whose exposure (amount × redemptions allowed) is above
+settings.STAFF_APPROVAL_THRESHOLD waits for a second Finance member, never its creator, to approve it
+(`approve_code`) and cannot be redeemed until then.
+
 A code is stored in capitals and matched as typed otherwise: " spring-2026 " is SPRING-2026. A
 redemption is written under the code's row lock (then the account's, in billing.ledger: always in
 that order), so the last use of a code goes to one account only; one per account is a unique key.
@@ -11,14 +15,16 @@ import secrets
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.db.models import Case, F, QuerySet, Value, When
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from billing import ledger
 from billing.models import AccountStatus, BillingAccount, Credit, CreditKind, PromoCode, PromoRedemption
+from billing.payments import needs_second_approval
 from billing.services import BillingError
 from studio.models import ActorKind, AuditEvent
 
@@ -30,8 +36,10 @@ CENTS = Decimal("0.01")
 
 
 class PromoState(models.TextChoices):
-    """What a code is now, deactivated first: a used-up code is exhausted whether or not it expired."""
+    """What a code is now, deactivated first: a used-up code is exhausted whether or not it expired, an expired
+    one is expired whether or not it was approved."""
 
+    WAITING = "waiting", gettext_lazy("Waiting for approval")
     ACTIVE = "active", gettext_lazy("Active")
     EXPIRED = "expired", gettext_lazy("Expired")
     EXHAUSTED = "exhausted", gettext_lazy("Fully redeemed")
@@ -57,6 +65,7 @@ def with_state(codes: QuerySet[PromoCode], *, now=None) -> QuerySet[PromoCode]:
             When(active=False, then=Value(PromoState.DEACTIVATED)),
             When(times_redeemed__gte=F("max_redemptions"), then=Value(PromoState.EXHAUSTED)),
             When(redeem_by__lte=now, then=Value(PromoState.EXPIRED)),
+            When(approved_at__isnull=True, then=Value(PromoState.WAITING)),
             default=Value(PromoState.ACTIVE),
             output_field=models.CharField(),
         )
@@ -71,7 +80,14 @@ def state_of(code: PromoCode, *, now=None) -> PromoState:
         return PromoState.EXHAUSTED
     if code.redeem_by <= now:
         return PromoState.EXPIRED
+    if code.approved_at is None:
+        return PromoState.WAITING
     return PromoState.ACTIVE
+
+
+def exposure(amount: Decimal, max_redemptions: int) -> Decimal:
+    """The most credit a code can grant: what the two-person rule weighs."""
+    return amount * max_redemptions
 
 
 def create_code(
@@ -86,8 +102,9 @@ def create_code(
 ) -> PromoCode:
     """Create a code (a random readable one when `code` is blank).
 
-    Effects: one PromoCode row and its "promo_code.create" audit event (a staff action). Raises
-    BillingError for a malformed or taken code, or a figure that is not positive.
+    Effects: one PromoCode row and its "promo_code.create" audit event (a staff action); the code is
+    approved by its creation when its exposure is at most the threshold, else it waits for `approve_code`.
+    Raises BillingError for a malformed or taken code, or a figure that is not positive.
     """
     code = normalize(code) or generate_code()
     if not CODE_PATTERN.match(code):
@@ -97,6 +114,7 @@ def create_code(
     if amount != amount.quantize(CENTS):
         raise BillingError(_("Give the amount in dollars and cents."))
     amount = amount.quantize(CENTS)  # "50" is recorded as "50.00", as the database returns it
+    approved = not needs_second_approval(exposure(amount, max_redemptions))
     try:
         with transaction.atomic():
             promo = PromoCode.objects.create(
@@ -107,6 +125,8 @@ def create_code(
                 max_redemptions=max_redemptions,
                 description=description,
                 created_by=by,
+                approved_by=by if approved else None,
+                approved_at=timezone.now() if approved else None,
             )
             AuditEvent.record(
                 actor=by,
@@ -126,6 +146,32 @@ def create_code(
             raise BillingError(_("The code %(code)s already exists.") % {"code": code}) from None
         raise
     return promo
+
+
+def approve_code(code: PromoCode, *, by, note: str) -> PromoCode:
+    """A second Finance member approves a code waiting for approval: it can be redeemed from now on. Its creator
+    may not. Under the code's lock: two approvals at once approve once (one audit event "promo_code.approve"), and
+    an approved or deactivated code is returned unchanged. Raises BillingError for an expired code."""
+    if by.pk == code.created_by_id:
+        raise BillingError(_("Nobody may approve a code they created: another Finance member must."))
+    with transaction.atomic():
+        locked = PromoCode.objects.select_for_update().get(pk=code.pk)
+        if locked.approved_at is not None or not locked.active:
+            return locked
+        if locked.redeem_by <= timezone.now():
+            raise BillingError(_("This code has expired: it can no longer be approved."))
+        locked.approved_by, locked.approved_at, locked.approval_note = by, timezone.now(), note
+        locked.save(update_fields=["approved_by", "approved_at", "approval_note"])
+        AuditEvent.record(
+            actor=by,
+            actor_kind=ActorKind.STAFF,
+            action="promo_code.approve",
+            obj=locked,
+            before={"approved_by": None},
+            after={"approved_by": by.email, "exposure": str(exposure(locked.amount, locked.max_redemptions))},
+            reason=note,
+        )
+    return locked
 
 
 def deactivate(code: PromoCode, *, by, reason: str) -> PromoCode:
@@ -155,7 +201,7 @@ def redeem(account: BillingAccount, raw_code: str, *, by) -> Credit:
     Effects, under the code's lock: a promotional credit of the code's amount, valid
     `credit_valid_days` days from now (with its grant entry), a PromoRedemption row, the code's
     `times_redeemed` + 1, and a "promo_code.redeem" audit event on the account. Raises BillingError
-    (and changes nothing) for an unknown, deactivated, expired or fully redeemed code, a code
+    (and changes nothing) for an unknown, deactivated, not yet approved, expired or fully redeemed code, a code
     this account already redeemed, or a closed account.
     """
     code, promo, now = normalize(raw_code), None, timezone.now()
@@ -180,6 +226,8 @@ def _check(promo: PromoCode | None, account: BillingAccount, *, now) -> None:
         raise BillingError(_("This promotional code is no longer active."))
     if promo.redeem_by <= now:
         raise BillingError(_("This promotional code has expired."))
+    if promo.approved_at is None:
+        raise BillingError(_("This code is not active yet."))
     if promo.redemptions.filter(account=account).exists():
         raise BillingError(_("This billing account has already redeemed this code."))
     if promo.times_redeemed >= promo.max_redemptions:
@@ -188,12 +236,14 @@ def _check(promo: PromoCode | None, account: BillingAccount, *, now) -> None:
 
 def _grant(promo: PromoCode, account: BillingAccount, *, by, now) -> Credit:
     expires_at = now + timedelta(days=promo.credit_valid_days)
+    with translation.override(settings.LANGUAGE_CODE):  # stored text: the books' language, not the redeemer's
+        source = _("Promotional code %(code)s") % {"code": promo.code}
     credit = ledger.grant_credit(
         account,
         kind=CreditKind.PROMOTIONAL,
         amount=promo.amount,
         expires_at=expires_at,
-        source=_("Promotional code %(code)s") % {"code": promo.code},
+        source=source,
         by=by,
         at=now,
     )

@@ -114,9 +114,12 @@ def set_account_status(
     system and reinstates as the system or the administrator who paid (`actor_kind=None`: decided
     by `by`). A suspension keeps its cause (a reinstatement clears it), so a payment lifts only
     dunning's own suspension; staff suspending a suspended account make the suspension theirs.
+    A closed account stays closed: suspending or reinstating it raises BillingError.
     """
     with transaction.atomic():
         locked = BillingAccount.objects.select_for_update().get(pk=account.pk)
+        if locked.status == AccountStatus.CLOSED and status != AccountStatus.CLOSED:
+            raise BillingError(_("This billing account is closed: it cannot be suspended or reinstated."))
         suspension_reason = cause if status == AccountStatus.SUSPENDED else ""
         if (locked.status, locked.suspension_reason) == (status, suspension_reason):
             return locked

@@ -62,7 +62,7 @@ def seed_staff(users):
             by=finance,
         )
     if not PromoCode.objects.filter(code=PROMO_CODE).exists():
-        promotions.create_code(
+        promo = promotions.create_code(
             code=PROMO_CODE,
             amount=Decimal("10.00"),
             redeem_by=timezone.now() + timedelta(days=90),
@@ -71,6 +71,8 @@ def seed_staff(users):
             description="Demo promotional code",
             by=finance,
         )
+        # USD 1,000 in all, above the two-person threshold: the second Finance member approves it (redeemable).
+        promotions.approve_code(promo, by=staff[FINANCE_2], note="Demo campaign")
     return staff
 
 

@@ -13,6 +13,15 @@ from billing.models import AccountStatus, Country, GoodwillReason, GoodwillStatu
 APPROVE, REJECT = "approve", "reject"
 RECEIVED, NOT_RECEIVED = "received", "not_received"
 SUSPEND, REINSTATE = "suspend", "reinstate"
+# A day chosen in a form is at most this many days (about ten years) ahead: further is a typo, and the end of the
+# year 9999 would overflow the datetime it becomes.
+MAX_DAYS_AHEAD = 3650
+
+
+def check_within_reach(day, today) -> None:
+    """Refuse a `day` more than MAX_DAYS_AHEAD after `today` (a field error)."""
+    if day > today + timedelta(days=MAX_DAYS_AHEAD):
+        raise forms.ValidationError(_("Choose a day within the next 10 years."))
 
 
 def _reason_field(label=None):
@@ -155,9 +164,10 @@ class GoodwillForm(forms.Form):
         self.zone = zone
 
     def clean_expires_on(self):
-        day = self.cleaned_data["expires_on"]
-        if day < timezone.now().astimezone(self.zone).date():
+        day, today = self.cleaned_data["expires_on"], timezone.now().astimezone(self.zone).date()
+        if day < today:
             raise forms.ValidationError(_("Choose today or a later day."))
+        check_within_reach(day, today)
         return day
 
     @property

@@ -10,9 +10,11 @@ from django.utils.translation import gettext_lazy as _
 
 from billing.models import PromoCode
 from billing.promotions import CODE_PATTERN, PromoState, normalize
+from staff.finance_forms import MAX_DAYS_AHEAD, check_within_reach
 
 # "Redeemable until" is a day; it ends at midnight Pacific time, like the product's other days.
 PACIFIC = ZoneInfo("America/Los_Angeles")
+MAX_REDEMPTIONS = 1_000_000
 
 
 def end_of_day(day) -> datetime:
@@ -39,11 +41,11 @@ class PromoCodeForm(forms.Form):
     credit_valid_days = forms.IntegerField(
         label=_("Credit valid for (days)"),
         min_value=1,
-        max_value=3650,
+        max_value=MAX_DAYS_AHEAD,
         help_text=_("Counted from each redemption."),
     )
     max_redemptions = forms.IntegerField(
-        label=_("Redemptions allowed"), min_value=1, help_text=_("One per billing account.")
+        label=_("Redemptions allowed"), min_value=1, max_value=MAX_REDEMPTIONS, help_text=_("One per billing account.")
     )
     description = forms.CharField(label=_("Description"), max_length=200, required=False)
 
@@ -57,6 +59,7 @@ class PromoCodeForm(forms.Form):
 
     def clean_redeem_by(self):
         day = self.cleaned_data["redeem_by"]
+        check_within_reach(day, timezone.now().astimezone(PACIFIC).date())  # before end_of_day: 9999-12-31 overflows
         if end_of_day(day) <= timezone.now():
             raise forms.ValidationError(_("Choose today or a later day."))
         return end_of_day(day)
@@ -64,6 +67,12 @@ class PromoCodeForm(forms.Form):
 
 class DeactivateForm(forms.Form):
     reason = forms.CharField(label=_("Reason"), widget=forms.Textarea(attrs={"rows": 2}), max_length=1000)
+
+
+class ApproveForm(forms.Form):
+    note = forms.CharField(
+        label=_("Note (why, for the audit log)"), widget=forms.Textarea(attrs={"rows": 2}), max_length=1000
+    )
 
 
 class PromoFilterForm(forms.Form):

@@ -129,3 +129,23 @@ def make_staff(email, *groups, superuser=False, **fields) -> User:
     user = make_user(email, is_staff=True, is_superuser=superuser, **fields)
     user.groups.set(Group.objects.filter(name__in=groups))
     return user
+
+
+def approved(promo):
+    """`promo` approved by a second Finance member if it waits for one (exposure above the two-person threshold), for
+    tests about what follows approval: redemption, states, pages."""
+    from billing import promotions
+    from staff import roles
+
+    if promo.approved_at is None:
+        second = User.objects.filter(email="approver@staff.example").first()
+        second = second or make_staff("approver@staff.example", roles.FINANCE)
+        promo = promotions.approve_code(promo, by=second, note="Second approval")
+    return promo
+
+
+def approved_code(**fields):
+    """billing.promotions.create_code(**fields), approved by a second Finance member if it needs one."""
+    from billing import promotions
+
+    return approved(promotions.create_code(**fields))

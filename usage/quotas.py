@@ -116,7 +116,7 @@ def _decide(request: QuotaIncreaseRequest, *, reason: str, by, value: int | None
     if not reason:
         raise QuotaError(_("Give a reason for the decision."), field="reason")
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=request.project_id).first()  # one writer of its overrides
+        project = Project.objects.select_for_update().filter(pk=request.project_id).first()  # one overrides writer
         locked = QuotaIncreaseRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status != QuotaRequestStatus.PENDING:
             _copy_decision(locked, request)
@@ -125,6 +125,11 @@ def _decide(request: QuotaIncreaseRequest, *, reason: str, by, value: int | None
             if not 0 < value <= locked.requested_value:
                 message = _("Approve a figure from 1 to the %(requested)s asked for.")
                 raise QuotaError(message % {"requested": f"{locked.requested_value:,}"}, field="value")
+            # Below what admission applies now (the tier's figure, or a higher override) would lower nothing.
+            in_force = limit_in_force(project, locked.model_id, locked.metric)
+            if in_force is not None and value <= in_force:
+                message = _("This project already has %(limit)s here: approve more than that, or decline.")
+                raise QuotaError(message % {"limit": f"{in_force:,}"}, field="value")
             _set_override(locked, value, reason=reason, by=by)
         locked.status = QuotaRequestStatus.DECLINED if value is None else QuotaRequestStatus.APPROVED
         locked.approved_value = value
@@ -153,9 +158,6 @@ def _copy_decision(source: QuotaIncreaseRequest, target: QuotaIncreaseRequest) -
 def _set_override(request: QuotaIncreaseRequest, value: int, *, reason: str, by) -> QuotaOverride:
     override, _created = QuotaOverride.objects.get_or_create(project_id=request.project_id, model_id=request.model_id)
     before = {m: getattr(override, m) for m in METRICS}
-    if before[request.metric] is not None and value <= before[request.metric]:
-        message = _("This project already has %(limit)s here: approve more than that, or decline.")
-        raise QuotaError(message % {"limit": f"{before[request.metric]:,}"}, field="value")
     setattr(override, request.metric, value)
     override.updated_at, override.updated_by = timezone.now(), by
     override.save(update_fields=[request.metric, "updated_at", "updated_by"])
@@ -172,10 +174,11 @@ def _set_override(request: QuotaIncreaseRequest, value: int, *, reason: str, by)
 
 
 def approve(request: QuotaIncreaseRequest, *, value: int, reason: str, by) -> bool:
-    """Approve `request` at `value` (0 < value ≤ the figure asked for): the project's override of the model is set to
-    it (created if need be), which admission applies from the next request. Effects: the request approved, audit
-    "quota_request.approve" and "quota_override.set" (before/after), an e-mail to the requester. False (and nothing
-    changes) if it was already decided; `request` then shows that decision."""
+    """Approve `request` at `value` (the figure in force now < value ≤ the figure asked for): the project's override
+    of the model is set to it (created if need be), which admission applies from the next request. Effects: the
+    request approved, audit "quota_request.approve" and "quota_override.set" (before/after), an e-mail to the
+    requester. False (and nothing changes) if it was already decided; `request` then shows that decision. Raises
+    QuotaError (on the field "value") for a value outside those bounds."""
     return _decide(request, reason=reason, by=by, value=value)
 
 

@@ -62,7 +62,7 @@ class GoodwillGrant(models.Model):
 
 class PromoCode(models.Model):
     """A promotional code Finance created: redeemed once per billing account, at most `max_redemptions` times,
-    until `redeem_by`; each redemption grants a promotional credit valid `credit_valid_days` days."""
+    until `redeem_by`, once approved; each redemption grants a promotional credit valid `credit_valid_days` days."""
 
     code = models.CharField(_("code"), max_length=32, unique=True)  # stored in capitals (billing.promotions)
     description = models.CharField(_("description"), max_length=200, blank=True)
@@ -75,6 +75,14 @@ class PromoCode(models.Model):
     active = models.BooleanField(_("active"), default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    # Two-person rule (X10): a code whose exposure (amount × max_redemptions) is above settings.STAFF_APPROVAL_THRESHOLD
+    # is created unapproved (approved_at empty) and cannot be redeemed until a second Finance member approves it; at
+    # or below, its creator's creation approves it.
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    approved_at = models.DateTimeField(_("approved at"), null=True, blank=True)
+    approval_note = models.TextField(_("approval note"), blank=True)
 
     class Meta:
         verbose_name = _("promotional code")

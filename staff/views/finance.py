@@ -58,6 +58,11 @@ def _posted(request: HttpRequest):
     return request.POST if request.method == "POST" else None
 
 
+def _two_person_rule() -> dict:
+    """What the pages explaining the two-person rule (X10) say: its threshold and its window in days."""
+    return {"threshold": settings.STAFF_APPROVAL_THRESHOLD, "window_days": payments.APPROVAL_WINDOW.days}
+
+
 # One access helper per resource: the object, or 404.
 
 
@@ -88,7 +93,7 @@ def refunds(request: HttpRequest) -> HttpResponse:
     form = forms.RefundFilter(request.GET)
     rows = RefundRequest.objects.select_related("account", "requested_by", "first_approved_by", "reviewed_by")
     table = _table(request, tables.RefundTable, form.apply(rows).order_by("requested_at", "pk"))
-    context = {"form": form, "table": table, "threshold": settings.STAFF_APPROVAL_THRESHOLD}
+    context = {"form": form, "table": table, **_two_person_rule()}
     return render_page(request, "staff/refunds.html", context, partial="table")
 
 
@@ -116,8 +121,9 @@ def refund_decide(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "refund": refund,
         "form": form,
-        "needs_two": payments.needs_second_approval(refund.amount),
+        "needs_two": payments.refund_needs_two(refund),
         "history": for_object(refund),
+        **_two_person_rule(),
     }
     return render_dialog(request, "staff/refund_decide.html", context, status=_status(form))
 
@@ -213,14 +219,15 @@ def account_status(request: HttpRequest, account_id: str) -> HttpResponse:
     suggested = forms.REINSTATE if account.status == AccountStatus.SUSPENDED else forms.SUSPEND
     form = forms.AccountStatusForm(_posted(request), initial={"decision": suggested})
     if request.method == "POST" and form.is_valid():
-        if account.status == AccountStatus.CLOSED:
-            form.add_error(None, _("This billing account is closed."))
-        else:
-            suspend = form.cleaned_data["decision"] == forms.SUSPEND
-            status = AccountStatus.SUSPENDED if suspend else AccountStatus.ACTIVE
+        suspend = form.cleaned_data["decision"] == forms.SUSPEND
+        status = AccountStatus.SUSPENDED if suspend else AccountStatus.ACTIVE
+        try:
             set_account_status(
                 account, status, by=request.user, reason=form.cleaned_data["reason"], actor_kind=ActorKind.STAFF
             )
+        except BillingError as refused:  # a closed account
+            form.add_error(None, str(refused))
+        else:
             message = _("Billing account suspended.") if suspend else _("Billing account reinstated.")
             return finish(request, message, redirect_to=reverse("staff:past-due"), events=(QUEUE_CHANGED,))
     context = {"account": account, "form": form, "history": for_object(account)}
@@ -236,7 +243,7 @@ def goodwill_list(request: HttpRequest) -> HttpResponse:
     form = forms.GoodwillFilter(request.GET)
     rows = GoodwillGrant.objects.select_related("account", "requested_by", "decided_by")
     table = _table(request, tables.GoodwillTable, form.apply(rows).order_by("requested_at", "pk"))
-    context = {"form": form, "table": table, "threshold": settings.STAFF_APPROVAL_THRESHOLD}
+    context = {"form": form, "table": table, **_two_person_rule()}
     return render_page(request, "staff/goodwill.html", context, partial="table")
 
 
@@ -268,7 +275,7 @@ def goodwill_new(request: HttpRequest, account_id: str) -> HttpResponse:
                     "amount": amount
                 }
             return finish(request, message, redirect_to=reverse("staff:goodwill"), events=(QUEUE_CHANGED,))
-    context = {"account": account, "form": form, "zone": zone.key, "threshold": settings.STAFF_APPROVAL_THRESHOLD}
+    context = {"account": account, "form": form, "zone": zone.key, **_two_person_rule()}
     return render_dialog(request, "staff/goodwill_new.html", context, status=_status(form))
 
 

@@ -21,7 +21,7 @@ from billing.promotions import PromoState
 from billing.services import BillingError
 from staff import roles
 from studio.models import AuditEvent
-from tests.factories import make_account, make_project, make_staff, make_user
+from tests.factories import approved_code, make_account, make_project, make_staff, make_user
 
 NOW = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
 
@@ -43,7 +43,7 @@ def account(owner):
 
 
 def new_code(by, *, code="SPRING-2026", amount="50", max_redemptions=10, days=30, redeem_by=None):
-    return promotions.create_code(
+    return approved_code(
         code=code,
         amount=D(amount),
         redeem_by=redeem_by or NOW + timedelta(days=20),

@@ -13,7 +13,7 @@ from billing.services import BillingError
 from staff import roles
 from studio.models import AuditEvent
 from tests.concurrency import at_once
-from tests.factories import make_account, make_staff, make_user
+from tests.factories import approved_code, make_account, make_staff, make_user
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -22,7 +22,7 @@ RUNNERS = 6
 
 def new_code(max_redemptions):
     finance = make_staff("finance@staff.example", roles.FINANCE)
-    return promotions.create_code(
+    return approved_code(
         code="LAST-ONE",
         amount=D("25"),
         redeem_by=timezone.now() + timedelta(days=1),

@@ -9,11 +9,10 @@ from decimal import Decimal as D
 import pytest
 from django.utils import timezone
 
-from billing import promotions
 from billing.models import AccountStatus, Credit, CreditKind, PromoCode, PromoRedemption
 from staff import roles
 from studio.models import AuditEvent, Role
-from tests.factories import add_member, make_account, make_project, make_staff, make_user
+from tests.factories import add_member, approved_code, make_account, make_project, make_staff, make_user
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -30,7 +29,7 @@ def account(owner):
 
 @pytest.fixture
 def code(finance):
-    return promotions.create_code(
+    return approved_code(
         code="SPRING-2026",
         amount=D("50"),
         redeem_by=timezone.now() + timedelta(days=20),

@@ -96,7 +96,6 @@ def test_an_event_row_shows_actor_kind_and_reason(client, support, log):
     assert 'finance@staff.example <span class="muted">(Staff)</span>' in page
     assert f"<code>billing.billingaccount:{log['account'].pk}</code>" in page
     assert "<td>r2</td>" in page
-    assert "1 event" in page
 
 
 @pytest.mark.parametrize(
@@ -120,10 +119,28 @@ def test_bad_filters_are_field_errors(client, support, log, params, field, messa
     assert actions(response) == []
 
 
-def test_garbage_page_numbers_show_a_page(client, support, log):
+@pytest.mark.parametrize("number", ["abc", "0", "-1", "1000000", "99999999999999999999999", "²"])
+def test_garbage_page_numbers_show_the_first_page(client, support, log, number):
     client.force_login(support)
-    assert actions(client.get(reverse("staff:audit"), {"page": "abc", "action": "billing.s"})) == ["billing.suspend"]
-    assert actions(client.get(reverse("staff:audit"), {"page": "999", "action": "billing.s"})) == ["billing.suspend"]
+    assert actions(client.get(reverse("staff:audit"), {"page": number, "action": "billing.s"})) == ["billing.suspend"]
+
+
+def test_a_page_past_the_end_is_empty_with_a_link_back(client, support, log):
+    client.force_login(support)
+    response = client.get(reverse("staff:audit"), {"page": "999", "action": "billing.s"})
+    page = response.content.decode()
+    assert (response.status_code, actions(response)) == (200, [])
+    assert re.search(r'href="([^"]+)"[^>]* rel="prev"', page).group(1) == "?page=998&amp;action=billing.s"
+    assert "Page 999" in page and 'rel="next"' not in page
+
+
+def test_the_log_is_never_counted(client, support, log):
+    """No COUNT(*) of the whole table per page: one row more than a page says whether there is a next one."""
+    client.force_login(support)
+    with CaptureQueriesContext(connection) as queries:
+        client.get(reverse("staff:audit"))
+    audit_queries = [q["sql"] for q in queries if "studio_auditevent" in q["sql"]]
+    assert [("COUNT(" in sql, "LIMIT 51" in sql) for sql in audit_queries] == [(False, True)]
 
 
 def test_pages_of_fifty_with_links_that_keep_the_filters(client, support, customer, monkeypatch):
@@ -133,12 +150,22 @@ def test_pages_of_fifty_with_links_that_keep_the_filters(client, support, custom
     first = client.get(reverse("staff:audit"), {"action": "test.", "actor": "customer@example.com"})
     assert actions(first) == [f"test.e{index:02d}" for index in range(52, 2, -1)]
     page = first.content.decode()
-    assert "Page 1 of 2" in page and "53 events" in page
+    assert "Page 1</span>" in page and 'rel="prev"' not in page
     next_url = re.search(r'href="([^"]+)"[^>]* rel="next"', page).group(1).replace("&amp;", "&")
     assert next_url == "?action=test.&actor=customer%40example.com&page=2"
     second = client.get(reverse("staff:audit") + next_url)
     assert actions(second) == ["test.e02", "test.e01", "test.e00"]
     assert 'rel="prev"' in second.content.decode() and 'rel="next"' not in second.content.decode()
+    assert "Page 2</span>" in second.content.decode()
+
+
+def test_exactly_fifty_events_make_one_page(client, support, customer):
+    for index in range(50):
+        AuditEvent.record(actor=customer, action=f"test.e{index:02d}", obj=customer)
+    client.force_login(support)
+    response = client.get(reverse("staff:audit"), {"action": "test."})
+    assert len(actions(response)) == 50
+    assert 'class="pagination"' not in response.content.decode()
 
 
 def test_htmx_gets_the_results_alone(client, support, log):

@@ -252,7 +252,9 @@ def test_a_decision_needs_a_reason(client, account, finance, finance2):
 
 @pytest.fixture
 def grants(account, finance, finance2):
-    pending, granted, rejected = ask(account, finance, "250"), ask(account, finance, "20"), ask(account, finance, "300")
+    # The USD 20 one on another account: on this one, the pending USD 250 would make it wait too (30 days' sum).
+    pending, granted = ask(account, finance, "250"), ask(make_account(make_user()), finance, "20")
+    rejected = ask(account, finance, "300")
     reject_goodwill(rejected, by=finance2, note="No")
     return {"pending": pending, "granted": granted, "rejected": rejected}
 

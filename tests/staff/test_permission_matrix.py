@@ -43,6 +43,7 @@ def sample_kwargs(world, pattern):
         "goodwill-decide": lambda: world["goodwill"].pk,
         "quota-request-decide": lambda: world["quota_request"].pk,
         "promotion": lambda: world["promotion"].pk,
+        "promotion-approve": lambda: world["promotion"].pk,
         "transfer-decide": lambda: world["transfer"].pk,
     }
     kwargs = {}

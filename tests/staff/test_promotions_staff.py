@@ -12,7 +12,7 @@ from django.urls import NoReverseMatch, reverse
 from billing import promotions
 from billing.models import PromoCode
 from studio.models import AuditEvent
-from tests.factories import make_account, make_user
+from tests.factories import approved_code, make_account, make_user
 
 NOW = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
 
@@ -24,7 +24,7 @@ def _frozen():
 
 
 def new_code(by, code="SPRING-2026", *, max_redemptions=10, redeem_by=None):
-    return promotions.create_code(
+    return approved_code(
         code=code,
         amount=D("50"),
         redeem_by=redeem_by or NOW + timedelta(days=20),
@@ -66,13 +66,33 @@ def test_promotions_are_404_to_anyone_without_the_permission(request, client, fi
     promo = new_code(finance)
     if persona:
         client.force_login(request.getfixturevalue(persona))
-    urls = [reverse("staff:promotions"), reverse("staff:promotion-new"), reverse("staff:promotion", args=[promo.pk])]
+    waiting = promotions.create_code(  # USD 2,000 in all: waits for a second Finance member
+        code="BIG",
+        amount=D("200"),
+        redeem_by=NOW + timedelta(days=20),
+        credit_valid_days=30,
+        max_redemptions=10,
+        by=finance,
+    )
+    urls = [
+        reverse("staff:promotions"),
+        reverse("staff:promotion-new"),
+        reverse("staff:promotion", args=[promo.pk]),
+        reverse("staff:promotion-approve", args=[waiting.pk]),
+    ]
 
-    statuses = [getattr(client, method)(url, form_data(reason="Because")).status_code for url in urls]
+    statuses = [getattr(client, method)(url, form_data(reason="Because", note="Fine")).status_code for url in urls]
 
-    assert statuses == [404, 404, 404]
-    assert list(PromoCode.objects.values_list("code", "active")) == [("SPRING-2026", True)]
-    assert list(AuditEvent.objects.values_list("action", flat=True)) == ["promo_code.create"]
+    assert statuses == [404, 404, 404, 404]
+    assert list(PromoCode.objects.order_by("code").values_list("code", "active", "approved_at")) == [
+        ("BIG", True, None),
+        ("SPRING-2026", True, NOW),
+    ]
+    assert list(AuditEvent.objects.order_by("pk").values_list("action", flat=True)) == [
+        "promo_code.create",
+        "promo_code.approve",
+        "promo_code.create",
+    ]
 
 
 @pytest.mark.parametrize("persona", ["finance", "superuser"])
@@ -194,12 +214,13 @@ def test_creating_a_code_stores_it_in_capitals_and_ends_on_the_day_pacific_time(
         "Summer campaign",
     )
     assert promo.redeem_by == datetime(2026, 8, 1, 7, 0, tzinfo=UTC)  # midnight in Los Angeles (PDT)
-    assert promo.created_by == finance
+    assert (promo.created_by, promo.approved_by, promo.approved_at) == (finance, None, None)  # USD 2,550 in all
     assert list(AuditEvent.objects.values_list("action", "actor", "actor_kind")) == [
         ("promo_code.create", finance.pk, "staff")
     ]
     page = client.get(response["Location"]).content.decode()
-    assert "Promotional code SUMMER-2026 created." in page
+    assert "Promotional code SUMMER-2026 created: a second Finance member must approve it." in page
+    assert '<span class="badge warning">Waiting for approval</span>' in page
 
 
 def test_a_blank_code_is_generated(client, finance):
@@ -261,8 +282,9 @@ def test_the_code_page_shows_details_redemptions_and_history(client, finance):
     else:
         assert f'<a href="{account_url}">Buyer&#x27;s account</a>' in html
     assert "<td>buyer@example.com</td>" in html
-    assert re.findall(r"<td><code>([a-z_.]+)</code></td>", html) == ["promo_code.create"]
-    assert "Deactivate code" in html
+    assert re.findall(r"<td><code>([a-z_.]+)</code></td>", html) == ["promo_code.approve", "promo_code.create"]
+    assert "Deactivate code" in html and "Approve code" not in html
+    assert "<dt>Approved</dt><dd>06/10/2026 noon · approver@staff.example (Second approval)</dd>" in html
 
 
 def test_deactivating_needs_a_reason_and_is_audited(client, finance):
@@ -284,7 +306,11 @@ def test_deactivating_needs_a_reason_and_is_audited(client, finance):
     assert "Promotional code SPRING-2026 deactivated." in html
     assert "Deactivate code" not in html
     assert '<span class="badge warning">Deactivated</span>' in html
-    assert re.findall(r"<td><code>([a-z_.]+)</code></td>", html) == ["promo_code.deactivate", "promo_code.create"]
+    assert re.findall(r"<td><code>([a-z_.]+)</code></td>", html) == [
+        "promo_code.deactivate",
+        "promo_code.approve",
+        "promo_code.create",
+    ]
 
 
 def test_posting_to_a_deactivated_code_changes_nothing(client, finance):
@@ -310,6 +336,6 @@ def test_the_admin_deactivates_through_the_same_service(client, superuser, finan
     promo.refresh_from_db()
     assert promo.active is False
     assert list(AuditEvent.objects.filter(action="promo_code.deactivate").values_list("actor", "reason")) == [
-        (superuser.pk, "admin action")
+        (superuser.pk, "Decided in the admin")
     ]
     assert client.get("/admin/billing/promocode/add/").status_code == 403

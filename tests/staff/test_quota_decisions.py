@@ -70,7 +70,7 @@ def test_queue_and_decision_are_404_but_for_support(
 
 
 def test_queue_lists_pending_requests_oldest_first(client, support, queue, customer_world):
-    approve(queue[1], value=2_000_000, reason="ok", by=support)
+    approve(queue[1], value=2_500_000, reason="ok", by=support)
     client.force_login(support)
 
     html = client.get(reverse("staff:quota-requests")).content.decode()
@@ -97,7 +97,7 @@ def test_queue_lists_pending_requests_oldest_first(client, support, queue, custo
     ],
 )  # fmt: skip
 def test_queue_filters(client, support, queue, query, expected):
-    approve(queue[1], value=2_000_000, reason="ok", by=support)
+    approve(queue[1], value=2_500_000, reason="ok", by=support)
     client.force_login(support)
 
     html = client.get(f"{reverse('staff:quota-requests')}?{query}").content.decode()

@@ -56,6 +56,7 @@ from studio import signup
 from studio.models import ActorKind, ApiKey, AuditEvent, OutboundEmail, Project, Role, User
 from tests.factories import (
     add_member,
+    approved_code,
     make_account,
     make_card,
     make_key,
@@ -714,7 +715,7 @@ def test_walk_usage_report(client, paid):
 @covers("billing:redeem-code")
 def test_walk_redeem_code(client_for, owner, paid, finance):
     account = paid["account"]
-    promo = create_code(
+    promo = approved_code(
         code="WALK-2026",
         amount=D("40"),
         redeem_by=timezone.now() + timedelta(days=30),
@@ -968,6 +969,30 @@ def test_walk_promotions(client_for, finance):
         100,
     )
     assert (deactivate.after, deactivate.reason) == ({"active": False}, "Posted on a coupon site")
+
+
+@covers("staff:promotion-approve")
+def test_walk_promotion_approve_by_a_second_finance_member(client_for, finance, finance2):
+    promo = create_code(
+        code="WALK-BIG",
+        amount=D("25.50"),
+        redeem_by=timezone.now() + timedelta(days=30),
+        credit_valid_days=60,
+        max_redemptions=100,  # USD 2,550 in all: above the threshold, so it waits
+        by=finance,
+    )
+    url = f"/staff/promotions/{promo.pk}/approve/"
+    mark = audit_mark()
+    client_for(finance).post(url, {"note": "Mine"})  # its creator may not: nothing recorded
+    client_for(finance2).post(url, {"note": "Spring campaign, agreed"})
+    client_for(finance2).post(url, {"note": "Again"})  # approved once: nothing more
+    assert rows_since(mark) == [("promo_code.approve", FINANCE2, STAFF, *ref(promo))]
+    (approve,) = events_since(mark)
+    assert (approve.before, approve.after, approve.reason) == (
+        {"approved_by": None},
+        {"approved_by": FINANCE2, "exposure": "2550.00"},
+        "Spring campaign, agreed",
+    )
 
 
 def _totp(device: TOTPDevice) -> str:
