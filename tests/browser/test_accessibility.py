@@ -2,6 +2,7 @@
 violation, in English and Japanese, and no page scrolls sideways at 320 CSS px (WCAG 1.4.10)."""
 
 import pytest
+from django.utils import translation
 from playwright.sync_api import expect
 
 from studio.models import Role
@@ -147,5 +148,35 @@ def test_staff_pages_have_no_axe_violations(page, language):
 
     for path in ("/api-keys/", "/billing/", "/settings/"):
         walk.visit(path)
+    # The staff console (a superuser sees every part of it); its dialogs opened as pages, as without JS.
+    owner, project = world["people"]["owner"], world["paid"]
+    account_id = project.billing.account.account_id
+    for path in (
+        "/staff/",
+        f"/staff/customers/?q={owner.email}",
+        f"/staff/customers/{owner.pk}/",
+        f"/staff/accounts/{account_id}/",
+        f"/staff/projects/{project.project_id}/",
+        "/staff/refunds/",
+        "/staff/transfers/",
+        "/staff/quota-requests/",
+        "/staff/past-due/",
+        "/staff/goodwill/",
+        "/staff/audit/",
+        "/staff/promotions/",
+        "/staff/promotions/new/",
+        f"/staff/accounts/{account_id}/goodwill/",
+        f"/staff/accounts/{account_id}/status/",
+    ):
+        walk.visit(path)
+    # The account page's dialogs as htmx opens them, and one with field errors (the goodwill form sent empty).
+    with translation.override(language):
+        suspend, goodwill = translation.gettext("Suspend"), translation.gettext("Grant goodwill credit")
+    for link in (suspend, goodwill):
+        walk.dialog(f"/staff/accounts/{account_id}/", link, within="main .page-header")
+    page.get_by_role("link", name=goodwill).click()
+    page.locator("#modal form button[type=submit]").click()
+    expect(page.locator("#modal .field-error").first).to_be_visible()
+    walk.check("goodwill dialog with errors")
 
     assert not walk.found, "\n".join(walk.found)
