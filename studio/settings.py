@@ -104,6 +104,15 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# The fleet API's own entry (studio/wsgi.py): what it needs of the stack above and nothing of the console's
+# (sessions, locale, CSRF, authentication, messages, CSP, htmx, sign-in throttling): it authenticates by a fleet
+# token and answers JSON.
+FLEET_MIDDLEWARE = [
+    "studio.middleware.RequestLogMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "usage.middleware.FleetApiMiddleware",
+]
+
 ROOT_URLCONF = "studio.urls"
 WSGI_APPLICATION = "studio.wsgi.application"
 

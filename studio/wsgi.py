@@ -1,6 +1,40 @@
+"""The WSGI entry (gunicorn studio.wsgi): the fleet API (/api/v1/) through its own short middleware stack
+(settings.FLEET_MIDDLEWARE), everything else through the console's (settings.MIDDLEWARE).
+
+quota:check is the fleet's hottest path; the console's sessions, locale, CSRF, authentication, messages, CSP,
+htmx and sign-in throttling middleware did nothing for it but cost about a third of its CPU (bench/README.md).
+"""
+
 import os
 
+from django.conf import settings
+from django.core.handlers.wsgi import WSGIHandler
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
-application = get_wsgi_application()
+FLEET_PREFIX = "/api/v1/"
+
+console = get_wsgi_application()  # sets Django up
+
+
+class FleetHandler(WSGIHandler):
+    """A request handler whose middleware chain is settings.FLEET_MIDDLEWARE."""
+
+    def load_middleware(self, is_async=False):
+        # BaseHandler builds its chain from settings.MIDDLEWARE; it is built once, here, at import, before any
+        # request is served (no other thread reads the setting meanwhile).
+        console_middleware = settings.MIDDLEWARE
+        settings.MIDDLEWARE = settings.FLEET_MIDDLEWARE
+        try:
+            super().load_middleware(is_async)
+        finally:
+            settings.MIDDLEWARE = console_middleware
+
+
+fleet = FleetHandler()
+
+
+def application(environ, start_response):
+    if environ.get("PATH_INFO", "").startswith(FLEET_PREFIX):
+        return fleet(environ, start_response)
+    return console(environ, start_response)

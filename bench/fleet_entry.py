@@ -1,0 +1,117 @@
+"""Benchmark: quota:check through the fleet API's own WSGI entry against the console's middleware stack.
+
+Calls studio.wsgi's two handlers in process, as gunicorn would (a WSGI environ each call), alternating them, on
+PostgreSQL and Redis with production settings (DEBUG=0). Prints the wall and CPU microseconds per check of each.
+
+    .venv/bin/python bench/fleet_entry.py                      # 3 rounds of 2,000 checks per handler
+    .venv/bin/python bench/fleet_entry.py --checks 5000 --database studio_mine --redis-url redis://127.0.0.1:6379/3
+
+Needs PostgreSQL on 127.0.0.1:5432 (trust auth for postgres), psql, and Redis (the database given is flushed).
+"""
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.api_keys_page import database_name, psql, setup_django  # noqa: E402
+
+
+def environ_for(body: bytes, token: str) -> dict:
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/v1/quota:check",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "CONTENT_LENGTH": str(len(body)),
+        "CONTENT_TYPE": "application/json",
+        "HTTP_AUTHORIZATION": f"Bearer {token}",
+    }
+
+
+def time_handler(handler, body: bytes, token: str, checks: int) -> tuple[float, float]:
+    """(wall µs, CPU µs) per check."""
+    statuses = []
+
+    def start_response(status, headers, exc_info=None):
+        statuses.append(status)
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(checks):
+        b"".join(handler(environ_for(body, token), start_response))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert set(statuses) == {"200 OK"}, set(statuses)
+    return wall / checks * 1e6, cpu / checks * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", type=database_name, default="studio_bench_entry")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--checks", type=int, default=2000, help="checks per handler per round (default 2000)")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    psql(f"DROP DATABASE IF EXISTS {args.database}")
+    psql(f"CREATE DATABASE {args.database}")
+    os.environ.update(REDIS_URL=args.redis_url, CONN_MAX_AGE="600")
+    setup_django(args.database)
+    import redis
+    from django.core.management import call_command
+
+    from studio.models import ApiKey, Membership, Project, User
+    from usage.models import FleetToken
+
+    redis.Redis.from_url(args.redis_url).flushdb()
+    call_command("migrate", verbosity=0)
+    user = User.objects.create_user("fleet-bench@bench.example", "unused-password-123")
+    project = Project.objects.create(name="Bench")
+    Membership.objects.create(project=project, user=user, role="owner")
+    _key, raw_key = ApiKey.issue(project=project, name="bench", created_by=user)
+    _token, fleet_token = FleetToken.issue(name="bench")
+    # A free-tier model, so that its RPM (not this loop) is what refuses: lift it for the run.
+    from usage.models import RateLimit
+
+    RateLimit.objects.filter(tier="free", model_id="gemini-2.5-flash").update(
+        rpm=2 * 10**9, tpm=2 * 10**9, rpd=2 * 10**9
+    )
+    body = json.dumps(
+        {"api_key": raw_key, "model": "gemini-2.5-flash", "kind": "generate", "estimated_input_tokens": 10}
+    ).encode()
+
+    from studio import wsgi
+
+    handlers = {"console stack (before)": wsgi.console, "fleet stack (after)": wsgi.fleet}
+    for handler in handlers.values():
+        time_handler(handler, body, fleet_token, 200)  # warm-up: catalog snapshot, connections, Lua script
+    results = {label: [] for label in handlers}
+    for _round in range(args.rounds):
+        for label, handler in handlers.items():
+            results[label].append(time_handler(handler, body, fleet_token, args.checks))
+    print(f"command:  {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"settings: DEBUG=0, CONN_MAX_AGE=600, PostgreSQL {args.database}, Redis {args.redis_url}; in process")
+    print(f"{args.rounds} rounds of {args.checks} quota:check calls per handler, alternated; µs per check:")
+    for label, runs in results.items():
+        walls = ", ".join(f"{w:.0f}" for w, _ in runs)
+        cpus = ", ".join(f"{c:.0f}" for _, c in runs)
+        print(f"  {label:24} wall {walls} (median {statistics.median(w for w, _ in runs):.0f}); CPU {cpus}")
+    from django.db import connections
+
+    connections.close_all()
+    psql(f"DROP DATABASE IF EXISTS {args.database}")
+
+
+if __name__ == "__main__":
+    main()
