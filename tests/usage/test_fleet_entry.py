@@ -6,7 +6,7 @@ import json
 from contextlib import contextmanager
 
 import pytest
-from django.core.signals import request_finished
+from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
 from studio import wsgi
@@ -15,11 +15,13 @@ from usage.models import FleetToken
 
 @contextmanager
 def connections_kept():
-    # As the test client does: the test's transaction must outlive the request.
+    # As the test client does: the test's transaction (its connection) must outlive the request.
+    request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
         yield
     finally:
+        request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)
 
 
