@@ -1,0 +1,145 @@
+"""Benchmark: quota:check over HTTP through gunicorn with wrk, the console's middleware stack against the fleet's.
+
+Issue 14 asks for admission measured with a native load generator against the production server, today's path and
+the new one in one run. Both are the same gunicorn command on the same database and Redis; only the WSGI callable
+differs: `studio.wsgi:console` (every request through settings.MIDDLEWARE, as before the fleet entry) and
+`studio.wsgi:application` (/api/v1/ through settings.FLEET_MIDDLEWARE). They alternate, `--rounds` times each.
+
+    .venv/bin/python bench/check_http.py                                   # 2 workers, wrk -c8, 15 s a run
+    .venv/bin/python bench/check_http.py --connections 16 --duration 20 --redis-url redis://127.0.0.1:6379/3
+
+Needs PostgreSQL on 127.0.0.1:5432 (trust auth for postgres), psql, Redis (the database given is flushed) and wrk.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.api_keys_page import database_name, psql, setup_django  # noqa: E402
+
+HOST = "127.0.0.1"
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+"""
+
+
+def start_gunicorn(app: str, port: int, workers: int, log) -> subprocess.Popen:
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    command = [str(gunicorn), app, "--workers", str(workers), "--bind", f"{HOST}:{port}", "--no-control-socket"]
+    environment = {**os.environ, "ALLOWED_HOSTS": HOST, "CONN_MAX_AGE": "600", "LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with status {server.returncode}")
+        try:
+            connection = http.client.HTTPConnection(HOST, port, timeout=5)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return server
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("gunicorn did not answer within 30 s")
+
+
+def stop(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, 15)
+    server.wait(timeout=15)
+
+
+def run_wrk(port: int, script: str, *, connections: int, duration: int) -> dict:
+    command = ["wrk", "--latency", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "-s", script]
+    out = subprocess.run([*command, f"http://{HOST}:{port}/api/v1/quota:check"], capture_output=True, text=True)
+    out.check_returncode()
+    text = out.stdout
+    figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))}
+    for percentile in ("50", "90", "99"):
+        value, unit = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\b", text, re.M).groups()
+        figures[f"p{percentile}"] = float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    figures["non2xx"] = int(errors.group(1)) if errors else 0
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", type=database_name, default="studio_bench_check")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--connections", type=int, default=8, help="wrk's open connections (default 8)")
+    parser.add_argument("--duration", type=int, default=15, help="seconds of load per run (default 15)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2, one per CPU)")
+    parser.add_argument("--port", type=int, default=8198)
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each stack, alternated (default 2)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+
+    psql(f"DROP DATABASE IF EXISTS {args.database}")
+    psql(f"CREATE DATABASE {args.database}")
+    os.environ["REDIS_URL"] = args.redis_url
+    setup_django(args.database)
+    import redis
+    from django.core.management import call_command
+    from django.db import connections
+
+    from studio.models import ApiKey, Membership, Project, User
+    from usage.models import FleetToken, RateLimit
+
+    redis.Redis.from_url(args.redis_url).flushdb()
+    call_command("migrate", verbosity=0)
+    user = User.objects.create_user("check-bench@bench.example", "unused-password-123")
+    project = Project.objects.create(name="Bench")
+    Membership.objects.create(project=project, user=user, role="owner")
+    _key, raw_key = ApiKey.issue(project=project, name="bench", created_by=user)
+    _token, fleet_token = FleetToken.issue(name="bench")
+    # The limits must not be what answers: lift the free tier's for the model the load asks for.
+    RateLimit.objects.filter(tier="free", model_id="gemini-2.5-flash").update(
+        rpm=2 * 10**9, tpm=2 * 10**9, rpd=2 * 10**9
+    )
+    connections.close_all()
+    body = {"api_key": raw_key, "model": "gemini-2.5-flash", "kind": "generate", "estimated_input_tokens": 10}
+    script = Path(tempfile.gettempdir()) / "check_http.lua"
+    script.write_text(WRK_SCRIPT.format(body=json.dumps(json.dumps(body)), token=fleet_token))
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=os.environ, check=True
+    )
+    stacks = [("console stack (before)", "studio.wsgi:console"), ("fleet stack (after)", "studio.wsgi:application")]
+    log = open(Path(tempfile.gettempdir()) / "check_http.gunicorn.log", "w")  # noqa: SIM115
+    print(f"command:    {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"server:     gunicorn --workers {args.workers} (sync), DEBUG=0, CONN_MAX_AGE=600, Redis limiter")
+    print(f"load:       wrk -t2 -c{args.connections} -d{args.duration}s, POST /api/v1/quota:check, one key, admitted")
+    print(f"{'stack':26} {'checks/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    try:
+        for _round in range(args.rounds):
+            for label, app in stacks:
+                server = start_gunicorn(app, args.port, args.workers, log)
+                try:
+                    run_wrk(args.port, str(script), connections=args.connections, duration=3)  # warm-up
+                    f = run_wrk(args.port, str(script), connections=args.connections, duration=args.duration)
+                finally:
+                    stop(server)
+                print(f"{label:26} {f['rps']:9.1f} {f['p50']:8.2f} {f['p90']:8.2f} {f['p99']:8.2f} {f['non2xx']:8d}")
+    finally:
+        log.close()
+        redis.Redis.from_url(args.redis_url).flushdb()
+        psql(f"DROP DATABASE IF EXISTS {args.database}")
+
+
+if __name__ == "__main__":
+    main()
