@@ -12,69 +12,25 @@ Needs PostgreSQL on 127.0.0.1:5432 (trust auth for postgres), psql, Redis (the d
 """
 
 import argparse
-import http.client
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.api_keys_page import database_name, psql, setup_django  # noqa: E402
+from bench.keys_http import HOST, run_wrk, start_gunicorn, stop_gunicorn  # noqa: E402
 
-HOST = "127.0.0.1"
 WRK_SCRIPT = """wrk.method = "POST"
 wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {token}"
 """
-
-
-def start_gunicorn(app: str, port: int, workers: int, log) -> subprocess.Popen:
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    command = [str(gunicorn), app, "--workers", str(workers), "--bind", f"{HOST}:{port}", "--no-control-socket"]
-    environment = {**os.environ, "ALLOWED_HOSTS": HOST, "CONN_MAX_AGE": "600", "LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen(
-        command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with status {server.returncode}")
-        try:
-            connection = http.client.HTTPConnection(HOST, port, timeout=5)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return server
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("gunicorn did not answer within 30 s")
-
-
-def stop(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, 15)
-    server.wait(timeout=15)
-
-
-def run_wrk(port: int, script: str, *, connections: int, duration: int) -> dict:
-    command = ["wrk", "--latency", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "-s", script]
-    out = subprocess.run([*command, f"http://{HOST}:{port}/api/v1/quota:check"], capture_output=True, text=True)
-    out.check_returncode()
-    text = out.stdout
-    figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))}
-    for percentile in ("50", "90", "99"):
-        value, unit = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\b", text, re.M).groups()
-        figures[f"p{percentile}"] = float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    figures["non2xx"] = int(errors.group(1)) if errors else 0
-    return figures
 
 
 def main() -> None:
@@ -128,12 +84,13 @@ def main() -> None:
     try:
         for _round in range(args.rounds):
             for label, app in stacks:
-                server = start_gunicorn(app, args.port, args.workers, log)
+                server = start_gunicorn(args.port, args.workers, log, app=app)
+                url, load = f"http://{HOST}:{args.port}/api/v1/quota:check", ("-s", str(script))
                 try:
-                    run_wrk(args.port, str(script), connections=args.connections, duration=3)  # warm-up
-                    f = run_wrk(args.port, str(script), connections=args.connections, duration=args.duration)
+                    run_wrk(url, connections=args.connections, duration=3, threads=2, options=load)  # warm-up
+                    f = run_wrk(url, connections=args.connections, duration=args.duration, threads=2, options=load)
                 finally:
-                    stop(server)
+                    stop_gunicorn(server)
                 print(f"{label:26} {f['rps']:9.1f} {f['p50']:8.2f} {f['p90']:8.2f} {f['p99']:8.2f} {f['non2xx']:8d}")
     finally:
         log.close()

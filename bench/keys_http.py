@@ -60,10 +60,10 @@ def sign_in(email: str) -> str:
     return session.session_key
 
 
-def start_gunicorn(port: int, workers: int, log) -> subprocess.Popen:
+def start_gunicorn(port: int, workers: int, log, *, app: str = "studio.wsgi") -> subprocess.Popen:
+    """gunicorn serving `app` with the environment's production settings, once it answers /healthz."""
     gunicorn = Path(sys.executable).with_name("gunicorn")
-    command = [str(gunicorn), "studio.wsgi", "--workers", str(workers), "--bind", f"{HOST}:{port}"]
-    command += ["--no-control-socket"]
+    command = [str(gunicorn), app, "--workers", str(workers), "--bind", f"{HOST}:{port}", "--no-control-socket"]
     environment = {**os.environ, "ALLOWED_HOSTS": HOST, "CONN_MAX_AGE": "600", "LOG_LEVEL": "WARNING"}
     server = subprocess.Popen(
         command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -83,6 +83,11 @@ def start_gunicorn(port: int, workers: int, log) -> subprocess.Popen:
     raise RuntimeError("gunicorn did not answer within 30 s")
 
 
+def stop_gunicorn(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, 15)  # the master stops its workers
+    server.wait(timeout=15)
+
+
 def check(port: int, path: str, session: str, marker: str, rows: int) -> None:
     connection = http.client.HTTPConnection(HOST, port, timeout=30)
     connection.request("GET", path, headers={"Cookie": f"sessionid={session}"})
@@ -92,9 +97,9 @@ def check(port: int, path: str, session: str, marker: str, rows: int) -> None:
     assert body.count(marker) == rows, f"{path}: {body.count(marker)} rows, not {rows}"
 
 
-def run_wrk(port: int, path: str, session: str, *, connections: int, duration: int) -> dict:
-    command = ["wrk", "--latency", "-t", "1", "-c", str(connections), "-d", f"{duration}s"]
-    command += ["-H", f"Cookie: sessionid={session}", f"http://{HOST}:{port}{path}"]
+def run_wrk(url: str, *, connections: int, duration: int, threads: int = 1, options: tuple = ()) -> dict:
+    """wrk --latency against `url`: requests/s, p50/p90/p99 in ms and the count of non-2xx/3xx answers."""
+    command = ["wrk", "--latency", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", *options, url]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     for percentile in ("50", "90", "99"):
@@ -103,6 +108,11 @@ def run_wrk(port: int, path: str, session: str, *, connections: int, duration: i
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     figures["non2xx"] = int(errors.group(1)) if errors else 0
     return figures
+
+
+def signed_in_wrk(port: int, path: str, session: str, *, connections: int, duration: int) -> dict:
+    cookie = ("-H", f"Cookie: sessionid={session}")
+    return run_wrk(f"http://{HOST}:{port}{path}", connections=connections, duration=duration, options=cookie)
 
 
 def main() -> None:
@@ -150,7 +160,7 @@ def main() -> None:
     try:
         for _label, session, path, marker in pages:
             check(args.port, path, session, marker, 100)
-            run_wrk(args.port, path, session, connections=args.connections, duration=3)  # warm-up
+            signed_in_wrk(args.port, path, session, connections=args.connections, duration=3)  # warm-up
         print(f"command:    {' '.join([Path(sys.executable).name, *sys.argv])}")
         print(
             f"server:     gunicorn --workers {args.workers} (sync), DEBUG=0, CONN_MAX_AGE=600; 2 CPUs shared with wrk"
@@ -159,11 +169,10 @@ def main() -> None:
         print(f"{'page':36} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
         for _round in range(args.rounds):
             for label, session, path, _marker in pages:
-                f = run_wrk(args.port, path, session, connections=args.connections, duration=args.duration)
+                f = signed_in_wrk(args.port, path, session, connections=args.connections, duration=args.duration)
                 print(f"{label:36} {f['rps']:8.1f} {f['p50']:8.2f} {f['p90']:8.2f} {f['p99']:8.2f} {f['non2xx']:8d}")
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=15)
+        stop_gunicorn(server)
         log.close()
         psql(f"DROP DATABASE IF EXISTS {args.database}")
 

@@ -66,6 +66,7 @@ from tests.factories import (
     make_user,
 )
 from tests.staff.finance import refund_of
+from tests.usage.test_dunning import statement_line
 from usage.models import FleetToken, PendingCharge, QuotaIncreaseRequest, QuotaOverride
 from usage.quotas import request_increase
 
@@ -624,28 +625,11 @@ OCTOBER = datetime(2026, 10, 1).date()
 T0 = datetime(2026, 11, 2, 0, 35, tzinfo=LA)
 
 
-def _statement_line(project, amount):
-    moment = datetime(2026, 10, 10, 12, tzinfo=LA)
-    return ledger.UsageLineIn(
-        project_id=project.pk,
-        model_id="gemini-2.5-flash",
-        price_id=1,
-        sku="output",
-        batch=False,
-        long_prompt=False,
-        quantity=D(6_000_000),
-        events=3,
-        amount=D(amount),
-        first_occurred_at=moment,
-        last_occurred_at=moment,
-    )
-
-
 def _october_usage(owner, project) -> BillingAccount:
     with time_machine.travel(datetime(2026, 9, 30, tzinfo=LA), tick=False):
         account = make_account(owner, name="Team billing", projects=[project])
     with time_machine.travel(datetime(2026, 10, 20, tzinfo=LA), tick=False):
-        ledger.record_usage(account, month=OCTOBER, lines=[_statement_line(project, "15")])
+        ledger.record_usage(account, month=OCTOBER, lines=[statement_line(project, "15")])
     return account
 
 
@@ -1126,7 +1110,7 @@ def test_walk_job_expire_credits(owner, paid):
 def test_walk_job_check_budgets(owner, paid):
     account, project = paid["account"], paid["project"]
     budget = Budget.objects.create(account=account, amount=D("100"), created_by=owner)
-    ledger.record_usage(account, month=ledger_month(), lines=[_line_now(project, "95")])
+    ledger.record_usage(account, month=ledger_month(), lines=[statement_line(project, "95", at=timezone.now())])
     mark = audit_mark()
     run_job("billing.jobs.check_budgets")
     assert rows_since(mark) == [("budget.alert", None, SYSTEM, *ref(budget))]
@@ -1137,23 +1121,6 @@ def ledger_month():
     from billing.statements import month_of
 
     return month_of(timezone.now())
-
-
-def _line_now(project, amount):
-    moment = timezone.now()
-    return ledger.UsageLineIn(
-        project_id=project.pk,
-        model_id="gemini-2.5-flash",
-        price_id=1,
-        sku="output",
-        batch=False,
-        long_prompt=False,
-        quantity=D(6_000_000),
-        events=3,
-        amount=D(amount),
-        first_occurred_at=moment,
-        last_occurred_at=moment,
-    )
 
 
 @covers_job("billing.jobs.issue_statements")

@@ -38,8 +38,9 @@ SECOND = timedelta(seconds=1)
 DAY = timedelta(days=1)
 
 
-def statement_line(project, amount):
-    moment = datetime(2026, 10, 10, 12, tzinfo=LA)
+def statement_line(project, amount, *, at=None):
+    """A usage line of `amount` USD of `project`'s output tokens, used at `at` (default: October 10th, Pacific)."""
+    moment = at or datetime(2026, 10, 10, 12, tzinfo=LA)
     return ledger.UsageLineIn(
         project_id=project.pk,
         model_id="gemini-2.5-flash",
