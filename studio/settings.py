@@ -308,8 +308,12 @@ if RESERVATION_TTL_SECONDS < 1:
     raise ImproperlyConfigured("RESERVATION_TTL_SECONDS must be at least 1.")
 # Seconds between charge runs (usage.jobs): reported usage reaches the balances within about this.
 CHARGE_INTERVAL_SECONDS = env.int("CHARGE_INTERVAL_SECONDS", default=20)
-# How long a process remembers a valid fleet token: a revocation applies within this time.
+# How long a process remembers a valid fleet token: a revocation applies within this time. While the
+# database is unreachable, a token this process knows stays valid (quota:check goes on from Redis).
 FLEET_TOKEN_CACHE_SECONDS = env.int("FLEET_TOKEN_CACHE_SECONDS", default=10)
+# quota:check from the admission store in Redis, one round trip, no database (usage.admission_redis); with
+# REDIS_URL only. 0: from the database, as before (a switch for operators, and the benchmark's baseline).
+ADMISSION_STORE = env.bool("ADMISSION_STORE", default=True)
 
 DJANGO_TABLES2_TEMPLATE = "partials/table.html"
 

@@ -19,7 +19,7 @@ from django.utils.dateparse import parse_datetime
 from billing.models import AccountStatus, BillingAccount, ProjectBilling
 from studio import keyformat
 from studio.models import ApiKey, Project, Tier, effective_tier
-from usage import denials, spendcap
+from usage import admission_redis, admission_store, denials, spendcap
 from usage.catalog import get_catalog
 from usage.limiter import MINUTE, PACIFIC_DAY, ROLLING_10M, Counter, Limit, get_limiter
 from usage.models import QuotaOverride
@@ -262,21 +262,79 @@ def settlement_counters(tier: str, model_id: str, catalog, *, spend_cap_since=No
     return counters
 
 
+def model_not_found(model_id: str) -> dict:
+    return Denial(404, "NOT_FOUND", "MODEL_NOT_FOUND", f"Model {model_id} is not found.").as_dict()
+
+
+def billing_disabled() -> dict:
+    message = "The billing account of this project is suspended or closed: paid usage is stopped."
+    return Denial(403, "PERMISSION_DENIED", "BILLING_DISABLED", message).as_dict()
+
+
+def not_on_free_tier(model_id: str) -> dict:
+    message = f"Model {model_id} is not available on the free tier. Set up billing to use it."
+    return Denial(403, "PERMISSION_DENIED", "MODEL_NOT_AVAILABLE_ON_TIER", message).as_dict()
+
+
 def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int) -> dict:
+    """The answer of quota:check. With Redis, one script call answers it from the admission store
+    (usage.admission_redis), without the database; what the store cannot answer, the database does."""
+    if not keyformat.is_well_formed(raw_key):
+        return INVALID_KEY.as_dict()
+    catalog = get_catalog()
+    limiter = get_limiter()
+    fast = admission_redis.for_limiter(limiter)
+    answer = None
+    if fast is not None:
+        answer = fast.check(
+            raw_key=raw_key,
+            model_id=model_id,
+            kind=kind,
+            estimated_input_tokens=estimated_input_tokens,
+            catalog=catalog,
+        )
+    if answer is None:
+        return check_from_database(
+            raw_key=raw_key,
+            model_id=model_id,
+            kind=kind,
+            estimated_input_tokens=estimated_input_tokens,
+            read_through=fast is not None,
+        )
+    status = answer.status
+    if status == admission_redis.REVOKED:
+        return INVALID_KEY.as_dict()
+    if status == admission_redis.NO_MODEL:
+        return model_not_found(model_id)
+    if status == admission_redis.BILLING_DISABLED:
+        return billing_disabled()
+    if status == admission_redis.NOT_ON_FREE_TIER:
+        return not_on_free_tier(model_id)
+    base = {"key_id": str(answer.key_id), "project_id": answer.project_id, "tier": answer.tier}
+    if status == admission_redis.NOT_COUNTED:
+        return {"allowed": True, **base, "limits": []}
+    return _answer(base, answer.decision)
+
+
+def check_from_database(
+    *, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int, read_through: bool = False
+) -> dict:
+    """quota:check from the database (no Redis, or a key or project the admission store has no record of: then,
+    with `read_through`, what was found is written to the store)."""
     project = find_admittee(raw_key, model_id)
     if project is None:
         return INVALID_KEY.as_dict()
+    if read_through:
+        admission_store.read_through(keyformat.hash_key(raw_key), project.key_id, project.project_pk)
     catalog = get_catalog()
     model = catalog.models.get(model_id)
     if model is None or not model.active:
-        return Denial(404, "NOT_FOUND", "MODEL_NOT_FOUND", f"Model {model_id} is not found.").as_dict()
+        return model_not_found(model_id)
     if project.account_status is not None and project.account_status != AccountStatus.ACTIVE:
-        message = "The billing account of this project is suspended or closed: paid usage is stopped."
-        return Denial(403, "PERMISSION_DENIED", "BILLING_DISABLED", message).as_dict()
+        return billing_disabled()
     tier = effective_tier(project.tier, project.billing_state)
     if tier == Tier.FREE and not model.free_tier_available:
-        message = f"Model {model_id} is not available on the free tier. Set up billing to use it."
-        return Denial(403, "PERMISSION_DENIED", "MODEL_NOT_AVAILABLE_ON_TIER", message).as_dict()
+        return not_on_free_tier(model_id)
 
     base = {"key_id": str(project.key_id), "project_id": project.project_id, "tier": tier}
     if kind == "count_tokens":  # never limited by, nor counted against, the inference quota
@@ -286,6 +344,10 @@ def check(*, raw_key: str, model_id: str, kind: str, estimated_input_tokens: int
     decision = limiter.check(project_scope(project.project_pk), limits, model=model_id)
     if limiter.local_denials_due():  # denials counted in this process's memory (no Redis, or its outage)
         denials.flush_local(limiter)
+    return _answer(base, decision)
+
+
+def _answer(base: dict, decision) -> dict:
     states = [
         {
             "quota_id": s.quota_id,

@@ -13,6 +13,7 @@ from uuid import uuid4
 
 import orjson
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import ValidationError as RequestValidationError
@@ -40,7 +41,14 @@ class FleetTokenAuth(HttpBearer):
         cached = _valid_tokens.get(token)
         if cached is not None and cached[0] > now:
             return cached[1]
-        found = FleetToken.objects.authenticate(token)
+        try:
+            found = FleetToken.objects.authenticate(token)
+        except DatabaseError as error:
+            if cached is None:
+                raise
+            # The database is down: a token this process knew stays valid, so that admission goes on from Redis.
+            log.warning("fleet API: token check failed (%r); the token this process knew is taken", error)
+            return cached[1]
         if found is not None:
             if len(_valid_tokens) > 1000:
                 _valid_tokens.clear()

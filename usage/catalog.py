@@ -3,13 +3,19 @@
 The catalog is small and changes rarely; each process reloads it at most every
 settings.CATALOG_TTL_SECONDS, so an edit in the admin applies within that time. Project tiers are
 not cached: a tier change applies to the next request.
+
+A reload that the database refuses (an outage) keeps the snapshot it has for another
+CATALOG_TTL_SECONDS, with a warning: quota:check answers from Redis and the process's catalog, and
+must go on while PostgreSQL is down (issue 14).
 """
 
+import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
+from django.db import DatabaseError
 
 from usage.models import CatalogModel, Price, RateLimit, SpendLimit
 
@@ -26,6 +32,7 @@ class Catalog:
         return next((p for p in self.prices.get(model_id, []) if p.effective_from <= moment), None)
 
 
+logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _snapshot: Catalog | None = None
 
@@ -49,7 +56,13 @@ def get_catalog() -> Catalog:
     if snapshot is None or time.monotonic() - snapshot.loaded_at > settings.CATALOG_TTL_SECONDS:
         with _lock:
             if _snapshot is None or time.monotonic() - _snapshot.loaded_at > settings.CATALOG_TTL_SECONDS:
-                _snapshot = load()
+                try:
+                    _snapshot = load()
+                except DatabaseError as error:
+                    if _snapshot is None:
+                        raise
+                    logger.warning("catalog: reload failed (%r); the snapshot in hand is kept", error)
+                    _snapshot = replace(_snapshot, loaded_at=time.monotonic())
             snapshot = _snapshot
     return snapshot
 
