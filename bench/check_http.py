@@ -1,9 +1,11 @@
-"""Benchmark: quota:check over HTTP through gunicorn with wrk, the console's middleware stack against the fleet's.
+"""Benchmark: quota:check over HTTP through gunicorn with wrk: the console's stack and the database lookup (before
+issue 14), the fleet's stack with the database lookup, and the fleet's stack answered from the admission store in
+Redis (one round trip, no database: usage.admission_redis).
 
 Issue 14 asks for admission measured with a native load generator against the production server, today's path and
-the new one in one run. Both are the same gunicorn command on the same database and Redis; only the WSGI callable
-differs: `studio.wsgi:console` (every request through settings.MIDDLEWARE, as before the fleet entry) and
-`studio.wsgi:application` (/api/v1/ through settings.FLEET_MIDDLEWARE). They alternate, `--rounds` times each.
+the new one in one run. All are the same gunicorn command on the same database and Redis; only the WSGI callable
+(`studio.wsgi:console`: every request through settings.MIDDLEWARE; `studio.wsgi:application`: /api/v1/ through
+settings.FLEET_MIDDLEWARE) and ADMISSION_STORE (0: the database path) differ. They alternate, `--rounds` times each.
 
     .venv/bin/python bench/check_http.py                                   # 2 workers, wrk -c8, 15 s a run
     .venv/bin/python bench/check_http.py --connections 16 --duration 20 --redis-url redis://127.0.0.1:6379/3
@@ -75,15 +77,20 @@ def main() -> None:
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=os.environ, check=True
     )
-    stacks = [("console stack (before)", "studio.wsgi:console"), ("fleet stack (after)", "studio.wsgi:application")]
+    stacks = [
+        ("console stack, database", "studio.wsgi:console", "0"),
+        ("fleet stack, database", "studio.wsgi:application", "0"),
+        ("fleet stack, Redis store", "studio.wsgi:application", "1"),
+    ]
     log = open(Path(tempfile.gettempdir()) / "check_http.gunicorn.log", "w")  # noqa: SIM115
     print(f"command:    {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"server:     gunicorn --workers {args.workers} (sync), DEBUG=0, CONN_MAX_AGE=600, Redis limiter")
     print(f"load:       wrk -t2 -c{args.connections} -d{args.duration}s, POST /api/v1/quota:check, one key, admitted")
-    print(f"{'stack':26} {'checks/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(f"{'path':26} {'checks/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     try:
         for _round in range(args.rounds):
-            for label, app in stacks:
+            for label, app, store in stacks:
+                os.environ["ADMISSION_STORE"] = store
                 server = start_gunicorn(args.port, args.workers, log, app=app)
                 url, load = f"http://{HOST}:{args.port}/api/v1/quota:check", ("-s", str(script))
                 try:

@@ -1,7 +1,10 @@
-"""Benchmark: quota:check through the fleet API's own WSGI entry against the console's middleware stack.
+"""Benchmark: quota:check through the fleet API's own WSGI entry against the console's middleware stack, and the
+fleet entry answered from the admission store in Redis (usage.admission_redis) against the database path.
 
 Calls studio.wsgi's two handlers in process, as gunicorn would (a WSGI environ each call), alternating them, on
 PostgreSQL and Redis with production settings (DEBUG=0). Prints the wall and CPU microseconds per check of each.
+`--profile N` adds a cProfile of N checks through the fleet entry from the Redis store (the top functions by their
+own time), to see where a check's time goes.
 
     .venv/bin/python bench/fleet_entry.py                      # 3 rounds of 2,000 checks per handler
     .venv/bin/python bench/fleet_entry.py --checks 5000 --database studio_mine --redis-url redis://127.0.0.1:6379/3
@@ -62,6 +65,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--checks", type=int, default=2000, help="checks per handler per round (default 2000)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", type=int, default=0, help="also profile this many checks (Redis store)")
     args = parser.parse_args()
 
     psql(f"DROP DATABASE IF EXISTS {args.database}")
@@ -91,14 +95,23 @@ def main() -> None:
         {"api_key": raw_key, "model": "gemini-2.5-flash", "kind": "generate", "estimated_input_tokens": 10}
     ).encode()
 
+    from django.conf import settings
+
     from studio import wsgi
 
-    handlers = {"console stack (before)": wsgi.console, "fleet stack (after)": wsgi.fleet}
-    for handler in handlers.values():
-        time_handler(handler, body, fleet_token, 200)  # warm-up: catalog snapshot, connections, Lua script
+    # (handler, ADMISSION_STORE): the console's stack and the fleet's, both from the database, then from Redis.
+    handlers = {
+        "console stack, database": (wsgi.console, False),
+        "fleet stack, database": (wsgi.fleet, False),
+        "fleet stack, Redis store": (wsgi.fleet, True),
+    }
+    for handler, store in handlers.values():
+        settings.ADMISSION_STORE = store
+        time_handler(handler, body, fleet_token, 200)  # warm-up: catalog snapshot, connections, Lua script, store
     results = {label: [] for label in handlers}
     for _round in range(args.rounds):
-        for label, handler in handlers.items():
+        for label, (handler, store) in handlers.items():
+            settings.ADMISSION_STORE = store
             results[label].append(time_handler(handler, body, fleet_token, args.checks))
     print(f"command:  {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"settings: DEBUG=0, CONN_MAX_AGE=600, PostgreSQL {args.database}, Redis {args.redis_url}; in process")
@@ -107,6 +120,17 @@ def main() -> None:
         walls = ", ".join(f"{w:.0f}" for w, _ in runs)
         cpus = ", ".join(f"{c:.0f}" for _, c in runs)
         print(f"  {label:24} wall {walls} (median {statistics.median(w for w, _ in runs):.0f}); CPU {cpus}")
+    if args.profile:
+        import cProfile
+        import pstats
+
+        settings.ADMISSION_STORE = True
+        profiler = cProfile.Profile()
+        profiler.enable()
+        time_handler(wsgi.fleet, body, fleet_token, args.profile)
+        profiler.disable()
+        print(f"profile of {args.profile} checks (fleet stack, Redis store), by own time:")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     from django.db import connections
 
     connections.close_all()
