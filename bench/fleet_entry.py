@@ -130,7 +130,7 @@ def main() -> None:
         time_handler(wsgi.fleet, body, fleet_token, args.profile)
         profiler.disable()
         print(f"profile of {args.profile} checks (fleet stack, Redis store), by own time:")
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler).sort_stats(os.environ.get("PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("PROFILE_LINES", "25")))
     from django.db import connections
 
     connections.close_all()

@@ -18,7 +18,13 @@ console = get_wsgi_application()  # sets Django up
 
 
 class FleetHandler(WSGIHandler):
-    """A request handler whose middleware chain is settings.FLEET_MIDDLEWARE."""
+    """A request handler whose middleware chain is settings.FLEET_MIDDLEWARE, resolving in studio.fleet_urls."""
+
+    urlconf = "studio.fleet_urls"
+
+    def get_response(self, request):
+        request.urlconf = self.urlconf  # read by BaseHandler.resolve_request
+        return super().get_response(request)
 
     def load_middleware(self, is_async=False):
         # BaseHandler builds its chain from settings.MIDDLEWARE; it is built once, here, at import, before any

@@ -55,8 +55,9 @@ def _script(quota_ids, tpm_window: str, spend_window: str) -> str:
     )
     prelude = """
 -- ARGV: 1 secret hash, 2 model, 3 kind, 4 estimated input tokens, 5 spend estimate (micro-USD), 6 "1": the model is
--- priced (the spend limit applies), 7 "1": leave the monthly spend cap out, 8-16 the three Pacific days around now
--- (start, end, id each), 17-25 the three Pacific months, 26 reservation minutes, 27 the keys' TTL margin.
+-- priced (the spend limit applies), 7 "1": leave the monthly spend cap out, 8 the calendar, comma-separated: the three
+-- Pacific days around now (start, end, id each), the three Pacific months, the reservation minutes; 9 the keys' TTL
+-- margin. (One calendar argument rather than 19: packing arguments is a good part of a check's CPU.)
 local QUOTAS = {TIERS}
 local rec = redis.call('HGET', 'adm:k', ARGV[1])
 if not rec then return {UNKNOWN} end
@@ -87,8 +88,10 @@ local function raised(figure, override)
 end
 local ids = QUOTAS[tier]
 local codes, values, keys = {}, {}, {}
+local cal = {}
+for part in string.gmatch(ARGV[8], '[^,]+') do cal[#cal + 1] = part end
 local argv = {'check'}
-for i = 8, 16 do argv[#argv + 1] = ARGV[i] end
+for i = 1, 9 do argv[#argv + 1] = cal[i] end
 local labels = {model}
 local scope = 'rl:{p' .. pk .. '}:'
 local function add(code, quota, counter, window, value, cost)
@@ -115,9 +118,9 @@ head[1] = COUNTED
 head[7] = table.concat(codes)
 head[8] = table.concat(values, ',')
 if #keys == 0 then return head end
-argv[#argv + 1] = ARGV[27]
+argv[#argv + 1] = ARGV[9]
 argv[#argv + 1] = table.concat(labels, '\\n')
-for i = 17, 26 do argv[#argv + 1] = ARGV[i] end
+for i = 10, 19 do argv[#argv + 1] = cal[i] end
 local out = count(keys, argv)
 for i = 1, #out do head[8 + i] = out[i] end
 return head
@@ -160,6 +163,7 @@ class RedisAdmission:
 
         self._admission = admission
         self._limiter = limiter
+        self._calendar_cache = (None, "")
         self._script = limiter._redis.register_script(
             _script(admission.quota_ids, admission.TPM_WINDOW, admission.SPEND_WINDOW)
         )
@@ -175,13 +179,17 @@ class RedisAdmission:
             priced = price is not None and price.input is not None and model is not None
             if priced:
                 estimate = admission.spend_estimate(model, price, kind=kind, input_tokens=estimated_input_tokens)
-        now = time.time()
-        args = [keyformat.hash_key(raw_key), model_id, kind, estimated_input_tokens, estimate, int(priced), 0]
-        for day in self._limiter._days.around(now):
-            args += day
-        for month in self._limiter._months.around(now):
-            args += month
-        args += [reservation_buckets(), KEY_TTL_MARGIN]
+        args = [
+            keyformat.hash_key(raw_key),
+            model_id,
+            kind,
+            estimated_input_tokens,
+            estimate,
+            int(priced),
+            0,
+            self._calendar(time.time()),
+            KEY_TTL_MARGIN,
+        ]
         try:
             reply = self._script(args=args)
             for _ in range(2):  # a monthly counter without its seed: seed it once, then check again
@@ -217,6 +225,16 @@ class RedisAdmission:
             scope = admission.project_scope(project_pk)
             decision = Decision(True, states, None, self._limiter._signer.issue(scope, limits, int(out[-1])))
         return Answer(status, key_id, project_pk, project_id, tier, limits, decision)
+
+    def _calendar(self, now: float) -> str:
+        """The days, months and reservation minutes the script needs, as one argument (remade when they change)."""
+        key = (self._limiter._days.around(now), self._limiter._months.around(now), reservation_buckets())
+        cached = self._calendar_cache  # one read: another thread may replace it, never half of it
+        if cached[0] != key:
+            days, months, buckets = key
+            values = (*days[0], *days[1], *days[2], *months[0], *months[1], *months[2], buckets)
+            cached = self._calendar_cache = (key, ",".join(str(value) for value in values))
+        return cached[1]
 
     def _limits(self, reply, project_pk: int, model_id: str, tokens: int, estimate: int) -> list[Limit]:
         """The limits the script counted, as `admission.limits_for` builds them (for the answer and the reservation

@@ -238,3 +238,44 @@ def test_admission_goes_on_while_postgresql_is_down(redis_url, settings, closed_
     finally:
         connection.close()
         connection.settings_dict["PORT"] = port
+
+
+def test_a_month_counter_without_its_seed_is_seeded_from_the_books_on_the_redis_path(stored, django_assert_num_queries):
+    _raw_a, raw_b = stored(_twins, "cap")
+    ask(raw_b, tokens=1_000)
+    project_pk = admission.find_admittee(raw_b, MODEL).project_pk
+    connection_ = admission_store.client()
+    month_keys = list(connection_.scan_iter(match=f"rl:{{p{project_pk}}}:ProjectMonthlySpendCap:*"))
+    assert month_keys
+    connection_.delete(*month_keys)  # as at the start of a month, or after Redis lost them
+
+    with django_assert_num_queries(1):  # the seed: the month's spend in the books
+        answer = ask(raw_b, tokens=1_000)
+
+    cap = answer["limits"][-1]
+    assert cap["quota_id"] == "ProjectMonthlySpendCap"
+    assert (cap["limit"], cap["remaining"]) == (12_500_000, 12_500_000 - 300)  # nothing spent; 1,000 tokens reserved
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_with_the_books_unreadable_a_check_goes_without_the_cap(redis_url, closed_port, caplog):
+    owner = make_user("seedless@example.com")
+    project = make_billed_project(owner, name="Seedless")
+    project.set_spend_cap(Decimal("5"), by=owner)
+    _key, raw = make_key(project, name="k")
+    ask(raw)
+    for key in admission_store.client().scan_iter(match=f"rl:{{p{project.pk}}}:ProjectMonthlySpendCap:*"):
+        admission_store.client().delete(key)
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = closed_port
+    try:
+        answer = ask(raw)
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port
+
+    assert answer["allowed"] is True
+    assert "ProjectMonthlySpendCap" not in [limit["quota_id"] for limit in answer["limits"]]
+    assert "checked without it" in caplog.text
