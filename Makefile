@@ -20,6 +20,7 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py sync_admission --flush
 	@# The job runner (outbox, reconciliation, tier evaluation) runs beside the web server; Ctrl-C stops both.
 	$(BIN)/python manage.py run_huey & jobs=$$!; \
 	trap 'kill -INT $$jobs 2>/dev/null; wait $$jobs' INT TERM EXIT; \

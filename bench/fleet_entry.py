@@ -129,8 +129,9 @@ def main() -> None:
         profiler.enable()
         time_handler(wsgi.fleet, body, fleet_token, args.profile)
         profiler.disable()
-        print(f"profile of {args.profile} checks (fleet stack, Redis store), by own time:")
-        pstats.Stats(profiler).sort_stats(os.environ.get("PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("PROFILE_LINES", "25")))
+        print(f"profile of {args.profile} checks (fleet stack, Redis store), by PROFILE_SORT (default: own time):")
+        order, lines = os.environ.get("PROFILE_SORT", "tottime"), int(os.environ.get("PROFILE_LINES", "25"))
+        pstats.Stats(profiler).sort_stats(order).print_stats(lines)
     from django.db import connections
 
     connections.close_all()

@@ -223,7 +223,7 @@ def read_through(secret_hash: str, key_pk: int, project_pk: int) -> None:
         if record is not None:
             connection.eval(_SET_IF_ABSENT, 1, project_key(project_pk), *_flat(record))
         if not connection.hexists(CATALOG, "ok"):
-            write_catalog(connection)
+            connection.eval(_SET_IF_ABSENT, 1, CATALOG, *_flat(catalog_record()))
     except RedisError as error:
         logger.warning("admission store: read-through of key %s failed (%r)", key_pk, error)
 
@@ -270,13 +270,17 @@ def projects_changed(pks: Iterable[int]) -> None:
 
 def accounts_changed(pks: Iterable[int]) -> None:
     """A billing account's status changed: the records of the projects it pays for."""
+    if client() is None:
+        return
     projects = list(ProjectBilling.objects.filter(account_id__in=list(pks)).values_list("project_id", flat=True))
     projects_changed(projects)
 
 
 def catalog_changed() -> None:
-    """A model, rate limit or spend limit changed: the catalog's record, now and again after the commit."""
-    _now_and_after_commit(write_catalog, write_catalog)
+    """A model, rate limit or spend limit changed: the catalog's record goes at once (checks read the database until
+    it is back) and is written from the database after the commit. Not written at once: a change that is rolled back
+    would leave figures that never were committed."""
+    _now_and_after_commit(lambda: client().delete(CATALOG), write_catalog)
 
 
 # --- agreement ------------------------------------------------------------------------------------
@@ -391,13 +395,26 @@ def _sync_projects(connection, report: SyncReport, fix: bool) -> None:
                 report.differing["projects"] += 1
             if fix and _repair_project(connection, pk):
                 report.fixed += 1
+    batch = []
     for key in connection.scan_iter(match=f"{PROJECT_PREFIX}*", count=CHUNK):
         pk = key[len(PROJECT_PREFIX) :]
-        if pk.isdigit() and not Project.objects.filter(pk=int(pk)).exists():
-            report.extra["projects"] += 1
-            if fix:
-                connection.delete(key)
-                report.fixed += 1
+        if pk.isdigit():
+            batch.append(int(pk))
+        if len(batch) >= CHUNK:
+            _sync_extra_projects(connection, report, fix, batch)
+            batch = []
+    _sync_extra_projects(connection, report, fix, batch)
+
+
+def _sync_extra_projects(connection, report: SyncReport, fix: bool, pks: list[int]) -> None:
+    """Records of projects that have no row (deleted): one query per batch of scanned records."""
+    if not pks:
+        return
+    gone = set(pks) - set(Project.objects.filter(pk__in=pks).values_list("pk", flat=True))
+    report.extra["projects"] += len(gone)
+    if fix and gone:
+        connection.delete(*[project_key(pk) for pk in gone])
+        report.fixed += len(gone)
 
 
 def _repair_project(connection, pk: int) -> bool:

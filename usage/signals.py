@@ -43,8 +43,9 @@ def link_changed(sender, instance, **kwargs):
     admission_store.projects_changed([instance.project_id])
 
 
-def account_saved(sender, instance, update_fields=None, **kwargs):
-    if _reads(update_fields, ACCOUNT_FIELDS):
+def account_saved(sender, instance, created=False, update_fields=None, **kwargs):
+    # A new account pays for no project yet: its links write the projects' records.
+    if not created and _reads(update_fields, ACCOUNT_FIELDS):
         admission_store.accounts_changed([instance.pk])
 
 
