@@ -308,6 +308,16 @@ if RESERVATION_TTL_SECONDS < 1:
     raise ImproperlyConfigured("RESERVATION_TTL_SECONDS must be at least 1.")
 # Seconds between charge runs (usage.jobs): reported usage reaches the balances within about this.
 CHARGE_INTERVAL_SECONDS = env.int("CHARGE_INTERVAL_SECONDS", default=20)
+# PostgreSQL keeps raw usage events in one partition per Pacific month (usage.partitions): the job runner creates
+# the current month's and this many following months' partitions ahead of time (ingestion creates a missing one).
+USAGE_PARTITIONS_AHEAD = env.int("USAGE_PARTITIONS_AHEAD", default=2)
+if USAGE_PARTITIONS_AHEAD < 1:
+    raise ImproperlyConfigured("USAGE_PARTITIONS_AHEAD must be at least 1.")
+# Raw events of a month are dropped once every statement with usage of it is issued, and not before this many
+# whole months have passed since (the current month and the ones before it are kept). Rollups are kept forever.
+USAGE_RAW_RETENTION_MONTHS = env.int("USAGE_RAW_RETENTION_MONTHS", default=3)
+if USAGE_RAW_RETENTION_MONTHS < 1:
+    raise ImproperlyConfigured("USAGE_RAW_RETENTION_MONTHS must be at least 1.")
 # How long a process remembers a valid fleet token: a revocation applies within this time. While the
 # database is unreachable, a token this process knows stays valid (quota:check goes on from Redis).
 FLEET_TOKEN_CACHE_SECONDS = env.int("FLEET_TOKEN_CACHE_SECONDS", default=10)

@@ -4,9 +4,12 @@ Per batch: three lookups (keys, the projects' billing history, the keys' studio-
 the process's catalog snapshot (models and price versions; a new price version is seen within
 CATALOG_TTL_SECONDS), pure validation and rating in Python, then one write. On PostgreSQL the
 write is COPY into a temporary table and a single statement that inserts the events (`ON CONFLICT
-(event_id) DO NOTHING`) and adds exactly the inserted ones to the minute/hour/day rollups; a
-replay, even concurrent, inserts nothing and so adds nothing. The same statement adds what each
-new billed event costs to its statement line in `PendingCharge` (usage.charging moves it to the
+(event_id, month) DO NOTHING`: the table is partitioned by Pacific month, usage.partitions) and adds
+exactly the inserted ones to the minute/hour/day rollups; a replay, even concurrent, inserts nothing
+and so adds nothing. Events within REPLAY_WINDOW of a month start first claim their id near that
+boundary (`usage_usageeventguard`, one statement), so that a replay whose occurred_at moved into the
+next or previous month is a replay too; a batch with no such event skips it. The insert adds what
+each new billed event costs to its statement line in `PendingCharge` (usage.charging moves it to the
 ledger); the lines come summed from Python (`pending_lines`) unless some events of the batch were
 replays. Then, in the same transaction, usage.peaks raises each touched hour's busiest minute (two
 statements). Elsewhere (SQLite, the embedded default) the same result comes from the ORM.
@@ -31,7 +34,8 @@ and cost (replays settle nothing).
 
 The write is retried only when PostgreSQL says that trying again can succeed (RETRYABLE: SQLSTATE
 40001, 40P01, 55P03), a few times with a short jittered pause, each retry logged with its cause;
-any other error is raised at once.
+any other error is raised at once, except once "no partition of relation found for row" (23514): the
+batch's partitions are then created (usage.partitions.ensure_for) and the write tried again.
 """
 
 import logging
@@ -52,6 +56,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from billing.models import BillingPeriod
 from studio.models import ActorKind, ApiKey, AuditEvent, StudioKeyLink
+from usage import partitions
 from usage.catalog import get_catalog
 from usage.models import PendingCharge, UsageEvent, UsageRollup
 from usage.peaks import update_peaks
@@ -66,10 +71,15 @@ MAX_BATCH = 1000
 MAX_TOKENS = 10_000_000  # more than any context window: a larger count is a fleet bug
 OLDEST = timedelta(days=7)
 NEWEST = timedelta(minutes=5)
+# Two reports of one event that are both acceptable at one moment lie at most this far apart: the zone around each
+# month start in which usage.partitions guards an id across the boundary.
+assert partitions.REPLAY_WINDOW == OLDEST + NEWEST and partitions.OLDEST == OLDEST
 # SQLSTATEs after which the same write can succeed: serialization failure, deadlock detected, lock
 # not available (lock_timeout, NOWAIT). Anything else (a constraint, a dropped connection, a
 # statement timeout) fails the batch at once; the fleet's retry of the call is safe (event ids).
 RETRYABLE = {"40001": "serialization failure", "40P01": "deadlock detected", "55P03": "lock not available"}
+# check_violation: also "no partition of relation … found for row", repaired once by creating the partitions.
+CHECK_VIOLATION = "23514"
 STORE_ATTEMPTS = 4
 RETRY_PAUSE_SECONDS = 0.02  # doubled per attempt, jittered: 10-20 ms, 20-40 ms, 40-80 ms
 TokenCount = Annotated[int, Field(strict=True, ge=0, le=MAX_TOKENS)]
@@ -424,7 +434,9 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
 def _store(rows: list[tuple]) -> list[str]:
     """Insert new events (tuples in COLUMNS order) and add them to the rollups; returns the ids of the new ones."""
     rows.sort(key=lambda row: row[0])  # by event_id: one lock order for concurrent batches
-    for attempt in range(1, STORE_ATTEMPTS + 1):
+    attempt, repaired = 0, False
+    while True:
+        attempt += 1
         try:
             with transaction.atomic():
                 inserted = _store_postgres(rows) if connection.vendor == "postgresql" else _store_orm(rows)
@@ -434,6 +446,18 @@ def _store(rows: list[tuple]) -> list[str]:
         except DatabaseError as error:
             cause = error.__cause__  # Django wraps the driver's error, which carries the SQLSTATE
             sqlstate = getattr(cause, "sqlstate", None)
+            if sqlstate == CHECK_VIOLATION and not repaired:
+                # A month without its partition (the job that makes them ahead did not run): make them, once.
+                # Another process may have made them meanwhile (nothing created here): the write is tried again.
+                repaired, attempt = True, attempt - 1
+                created = partitions.ensure_for(row[12] for row in rows)
+                log.warning(
+                    "usage ingestion: a batch of %d events found no partition for its month; created %s, retrying",
+                    len(rows),
+                    ", ".join(created) or "none (made meanwhile)",
+                    extra={"sqlstate": sqlstate},
+                )
+                continue
             if sqlstate not in RETRYABLE or attempt == STORE_ATTEMPTS:
                 raise
             pause = RETRY_PAUSE_SECONDS * 2 ** (attempt - 1) * random.uniform(0.5, 1)
@@ -450,7 +474,6 @@ def _store(rows: list[tuple]) -> list[str]:
                 extra={"sqlstate": sqlstate, "attempt": attempt},
             )
             time.sleep(pause)
-    raise AssertionError("unreachable")
 
 
 COLUMNS = [
@@ -480,11 +503,25 @@ AS SELECT {", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)} FROM usage_pending
 # One round trip. The staging tables empty themselves at commit; inside a caller's transaction (the demo's
 # loader, tests) the previous batch's rows would still be there.
 PREPARE_STAGING = f"{CREATE_STAGING}; {CREATE_PENDING_STAGING}; DELETE FROM usage_staging; DELETE FROM pending_staging"  # noqa: S608
+# Near a month start (usage.partitions): claim each id at the boundary, in key order; the ids returned are new there.
+CLAIM_NEAR_BOUNDARY = """
+INSERT INTO usage_usageeventguard (boundary, event_id)
+SELECT * FROM unnest(%s::date[], %s::varchar[]) ORDER BY 1, 2
+ON CONFLICT (boundary, event_id) DO NOTHING
+RETURNING event_id
+"""
+# A claim whose event was not inserted after all (the id was already stored in the same month, away from the
+# boundary) is given back, in the same transaction: a claim always stands for a stored event near its boundary.
+RELEASE_CLAIMS = """
+DELETE FROM usage_usageeventguard
+WHERE (boundary, event_id) IN (SELECT * FROM unnest(%s::date[], %s::varchar[]))
+"""
 INSERT_AND_ROLL_UP = f"""
 WITH inserted AS (
-    INSERT INTO usage_usageevent ({", ".join(COLUMNS)})
-    SELECT {", ".join(COLUMNS)} FROM usage_staging ORDER BY event_id
-    ON CONFLICT (event_id) DO NOTHING
+    INSERT INTO usage_usageevent ({", ".join(COLUMNS)}, month)
+    SELECT {", ".join(COLUMNS)}, date_trunc('month', occurred_at AT TIME ZONE 'America/Los_Angeles')::date
+    FROM usage_staging ORDER BY event_id
+    ON CONFLICT (event_id, month) DO NOTHING
     RETURNING event_id, project_id, api_key_id, model_id, kind, status_code, occurred_at,
               input_tokens, output_tokens, cached_tokens, cache_token_hours, cost,
               audio_input_tokens, cached_audio_tokens,
@@ -548,19 +585,37 @@ SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM rolled), (SEL
 
 
 def _store_postgres(rows: list[tuple]) -> list[str]:
-    lines = pending_lines(rows)
+    zones = partitions.Zones()
+    near = {row[0]: boundary for row in rows if (boundary := zones.of(row[12])[1]) is not None}
     with connection.cursor() as cursor:
-        cursor.execute(PREPARE_STAGING)
-        raw = cursor.cursor  # psycopg 3: COPY is much faster than INSERT for a batch
-        with raw.copy(f"COPY usage_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        if lines:
-            with raw.copy(f"COPY pending_staging ({', '.join(PENDING_KEY + PENDING_SUMS)}) FROM STDIN") as copy:
-                for line in lines:
-                    copy.write_row(line)
-        cursor.execute(INSERT_AND_ROLL_UP, {"staged": len(rows)})
-        inserted, _, _ = cursor.fetchone()
+        claimed: set[str] = set()
+        if near:
+            cursor.execute(CLAIM_NEAR_BOUNDARY, [list(near.values()), list(near)])
+            claimed = {event_id for (event_id,) in cursor.fetchall()}
+            if len(claimed) < len(near):  # replays of events stored across (or near) the boundary: not staged
+                rows = [row for row in rows if row[0] in claimed or row[0] not in near]
+                if not rows:
+                    return []
+        inserted = _insert_staged(cursor, rows)
+        given_back = claimed.difference(inserted)
+        if given_back:
+            cursor.execute(RELEASE_CLAIMS, [[near[event_id] for event_id in given_back], list(given_back)])
+    return inserted
+
+
+def _insert_staged(cursor, rows: list[tuple]) -> list[str]:
+    lines = pending_lines(rows)
+    cursor.execute(PREPARE_STAGING)
+    raw = cursor.cursor  # psycopg 3: COPY is much faster than INSERT for a batch
+    with raw.copy(f"COPY usage_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    if lines:
+        with raw.copy(f"COPY pending_staging ({', '.join(PENDING_KEY + PENDING_SUMS)}) FROM STDIN") as copy:
+            for line in lines:
+                copy.write_row(line)
+    cursor.execute(INSERT_AND_ROLL_UP, {"staged": len(rows)})
+    inserted, _, _ = cursor.fetchone()
     return inserted
 
 
@@ -632,14 +687,24 @@ def _bucket(moment: datetime, granularity: str) -> datetime:
 
 
 def _store_orm(rows: list[tuple]) -> list[str]:
+    """The same rule as PostgreSQL's unique keys, from the stored events themselves (SQLite has one writer at a
+    time): an id is known in a month, or near a month start (usage.partitions)."""
+    zones = partitions.Zones()
     rows = [UsageEvent(**dict(zip(COLUMNS, row, strict=True))) for row in rows]
     ids = [row.event_id for row in rows]
     known = set()
     for start in range(0, len(ids), 500):
-        known.update(
-            UsageEvent.objects.filter(event_id__in=ids[start : start + 500]).values_list("event_id", flat=True)
-        )
-    new = [row for row in rows if row.event_id not in known]
+        for event_id, month, occurred_at in UsageEvent.objects.filter(
+            event_id__in=ids[start : start + 500]
+        ).values_list("event_id", "month", "occurred_at"):
+            known.add((event_id, month))
+            if (boundary := zones.of(occurred_at)[1]) is not None:
+                known.add((event_id, boundary, "near"))
+    new = []
+    for row in rows:
+        row.month, boundary = zones.of(row.occurred_at)
+        if (row.event_id, row.month) not in known and (row.event_id, boundary, "near") not in known:
+            new.append(row)
     UsageEvent.objects.bulk_create(new, batch_size=500)
     sums: dict[tuple, dict] = defaultdict(lambda: dict.fromkeys(SUMS, 0))
     for row in new:

@@ -176,7 +176,10 @@ class Source(models.TextChoices):
 class UsageEvent(models.Model):
     """One model request as the fleet reported it, rated once with the price then in force.
 
-    Kept for reconciliation; dashboards read UsageRollup. Written in bulk by usage.ingest.
+    Kept for reconciliation; dashboards read UsageRollup. Written in bulk by usage.ingest. On PostgreSQL the table
+    is partitioned by `month`, one partition per Pacific month (usage.partitions, migration 0011): its primary key
+    there is (id, month), so `id` stays unique by its sequence, not by an index of its own. An id is stored once
+    per month, and once across a month boundary within the replay window (docs/ARCHITECTURE.md, "How it scales").
     """
 
     # The hot table: ingestion checks every reference itself before writing (usage.ingest._rate),
@@ -207,6 +210,8 @@ class UsageEvent(models.Model):
     cached_audio_tokens = models.BigIntegerField(_("cached audio tokens"), default=0)
     cache_token_hours = models.DecimalField(max_digits=20, decimal_places=6)
     occurred_at = models.DateTimeField()
+    # The first day of the Pacific month of occurred_at (the statement month): the partition key on PostgreSQL.
+    month = models.DateField(_("month"))
     received_at = models.DateTimeField(default=timezone.now)
     billable = models.BooleanField()
     counts_against_quota = models.BooleanField()
@@ -231,8 +236,10 @@ class UsageEvent(models.Model):
     class Meta:
         verbose_name = _("usage event")
         verbose_name_plural = _("usage events")
-        # Idempotency: a replayed event id is refused by the database (no pattern-matching index).
-        constraints = [models.UniqueConstraint(fields=["event_id"], name="one_usage_event_per_id")]
+        # Idempotency: a replayed event id is refused by the database (no pattern-matching index). A unique key of
+        # a partitioned table must hold the partition key; across a month boundary usage.ingest also claims the id
+        # in usage_usageeventguard (PostgreSQL only, usage.partitions).
+        constraints = [models.UniqueConstraint(fields=["event_id", "month"], name="one_usage_event_per_id_and_month")]
         indexes = [models.Index(fields=["project", "occurred_at"], name="usage_event_project_time")]
 
     def __str__(self):

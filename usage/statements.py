@@ -31,7 +31,7 @@ from billing import statements as billing_statements
 from billing.models import BillingAccount, LineKind, Statement, StatementLine, UsageLine
 from billing.money import ZERO, to_cents
 from billing.statements import NANO, Remainder, month_start, next_month, previous_month
-from usage import charging
+from usage import charging, partitions
 from usage.models import PendingCharge, UsageEvent
 
 log = logging.getLogger(__name__)
@@ -143,15 +143,20 @@ class MonthCheck:
     """One usage month of a statement: the events' cost and where it is (exact USD)."""
 
     month: date
-    events: Decimal  # cost of the account's billed events that occurred in the month
+    events: Decimal | None  # cost of the account's billed events that occurred in the month; None: dropped
     elsewhere: Decimal  # on the account's other statements
     not_yet: Decimal  # charged but on no statement yet, or still pending
     on_statement: Decimal  # this statement's lines of the month
 
     @property
-    def covered(self) -> Decimal:
+    def kept(self) -> bool:
+        """Whether the month's raw events are still there to recompute from (retention drops them: usage.partitions)."""
+        return self.events is not None
+
+    @property
+    def covered(self) -> Decimal | None:
         """What of the events' cost this statement must cover: the rest."""
-        return self.events - self.elsewhere - self.not_yet
+        return None if self.events is None else self.events - self.elsewhere - self.not_yet
 
 
 @dataclass
@@ -161,29 +166,43 @@ class Reconciliation:
     without_events: Decimal  # usage charged without lines (before lines were kept)
 
     @property
-    def expected_total(self) -> Decimal:
+    def complete(self) -> bool:
+        """Every month's raw events are there: the total can be recomputed."""
+        return all(m.kept for m in self.months)
+
+    @property
+    def mismatched(self) -> list[MonthCheck]:
+        """Months whose events (where kept) do not add up to this statement's lines."""
+        return [m for m in self.months if m.kept and m.covered != m.on_statement]
+
+    @property
+    def expected_total(self) -> Decimal | None:
+        if not self.complete:
+            return None
         return to_cents(sum((m.covered for m in self.months), ZERO) + self.without_events)
 
     @property
     def ok(self) -> bool:
-        return self.expected_total == self.statement.usage_total and all(
-            m.covered == m.on_statement for m in self.months
-        )
+        """Recomputed and equal; False also when some month's raw events were dropped (see `complete`)."""
+        return self.complete and self.expected_total == self.statement.usage_total and not self.mismatched
 
 
 def reconcile(statement: Statement) -> Reconciliation:
     """Recompute what a statement's usage must be from the events (UsageEvent.cost of the account's
-    billed events, by the Pacific month they occurred in) and compare it with the statement."""
+    billed events, by the Pacific month they occurred in) and compare it with the statement.
+
+    A month whose raw events retention dropped (usage.partitions: only once its usage was all on issued
+    statements) cannot be recomputed: its check says so (`events` None) instead of finding them missing,
+    unless nothing of that month is anywhere (then there is nothing to recompute)."""
     account_id = statement.account_id
     lines = StatementLine.objects.filter(statement__account_id=account_id, kind=LineKind.USAGE)
     own = lines.filter(statement=statement)
     months = sorted(set(own.exclude(project=None).values_list("usage_month", flat=True)) | {statement.month})
     checks = []
     for month in months:
-        start, end = month_start(month), month_start(next_month(month))
-        events = UsageEvent.objects.filter(
-            account_id=account_id, billable=True, occurred_at__gte=start, occurred_at__lt=end
-        ).aggregate(total=Sum("cost"))["total"]
+        events = UsageEvent.objects.filter(account_id=account_id, billable=True, month=month).aggregate(
+            total=Sum("cost")
+        )["total"]
         of_month = lines.filter(usage_month=month).exclude(project=None)
         elsewhere = of_month.exclude(statement=statement).aggregate(total=Sum("exact_amount"))["total"]
         on_statement = of_month.filter(statement=statement).aggregate(total=Sum("exact_amount"))["total"]
@@ -193,15 +212,16 @@ def reconcile(statement: Statement) -> Reconciliation:
         unstated = UsageLine.objects.filter(
             account_id=account_id, month=month, entry__statement_link__isnull=True
         ).aggregate(total=Sum("amount"))["total"]
-        checks.append(
-            MonthCheck(
-                month=month,
-                events=_exact(events),
-                elsewhere=_exact(elsewhere),
-                not_yet=_exact(unstated) + Decimal(uncharged or 0) * NANO,
-                on_statement=_exact(on_statement),
-            )
+        check = MonthCheck(
+            month=month,
+            events=_exact(events),
+            elsewhere=_exact(elsewhere),
+            not_yet=_exact(unstated) + Decimal(uncharged or 0) * NANO,
+            on_statement=_exact(on_statement),
         )
+        if (check.elsewhere or check.not_yet or check.on_statement) and not partitions.raw_events_kept(month):
+            check.events = None
+        checks.append(check)
     without = own.filter(project=None).aggregate(total=Sum("exact_amount"))["total"]
     return Reconciliation(statement=statement, months=checks, without_events=_exact(without))
 

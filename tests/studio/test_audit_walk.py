@@ -95,6 +95,12 @@ GET_STATE_CHANGES = {
     "billing:setup-details": "pre-fills the payment method from the payments profile (R8)",
 }
 EXEMPT_JOBS = {
+    "usage.jobs.sync_admission": "rebuilds the admission store, a Redis copy of rows whose every change is audited "
+    "where it is made; it decides nothing",
+    "usage.jobs.flush_key_use": "moves the keys' last use from Redis to ApiKey.last_used_at, as quota:check's own "
+    "mark_used does: a fact of the fleet's traffic, nobody's decision",
+    "usage.jobs.ensure_usage_partitions": "creates empty monthly partitions of raw usage events ahead of time: schema "
+    "upkeep that changes no row",
     "usage.jobs.flush_denials": "moves quota:check's denial counts from the limiter to QuotaDenial: the fleet's own "
     "append-only counts, nobody's decision (like usage events, which usage:report audits per batch)",
     "studio.jobs.deliver_outbox_now": "the deliver_outbox sweep, queued after a commit: same command, same audit",
@@ -1198,3 +1204,23 @@ def test_walk_job_charge_usage(client, paid):
         "amount": str(entry.amount),
         "lines": 2,
     }
+
+
+@covers_job("usage.jobs.drop_usage_partitions")
+@pytest.mark.postgres
+def test_walk_job_drop_usage_partitions(db, settings):
+    """Raw events of a month nobody is billed for, past the retention: its partition is dropped and audited (the
+    months this database made ahead of today are dropped too: nothing is billed in them either)."""
+    from datetime import UTC, date
+
+    from usage import partitions
+
+    settings.USAGE_RAW_RETENTION_MONTHS = 3
+    partitions.ensure([date(2031, 4, 1)])
+    doomed = [p.name for p in partitions.partitions(partitions.RAW) if p.month < date(2031, 5, 1)]
+    assert "usage_usageevent_p203104" in doomed
+    mark = audit_mark()
+    with time_machine.travel(datetime(2031, 8, 10, 12, tzinfo=UTC), tick=False):
+        run_job("usage.jobs.drop_usage_partitions")
+    assert rows_since(mark) == [("usage.raw_events.drop", None, SYSTEM, "usage.usageevent", name) for name in doomed]
+    assert {event.reason for event in events_since(mark)} == {"no billed usage: no statement needs its events"}

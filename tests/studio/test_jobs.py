@@ -34,8 +34,8 @@ def periodic_at(hour, minute) -> list[str]:
 
 
 def test_periodic_jobs_are_registered_with_their_schedules():
-    every_minute = ["charge_usage", "deliver_outbox", "flush_denials"]
-    every_five = ["expire_credits", "reconcile_payments"]
+    every_minute = ["charge_usage", "deliver_outbox", "flush_denials", "flush_key_use"]
+    every_five = ["expire_credits", "reconcile_payments", "sync_admission"]
     every_ten = ["check_budgets", "retry_statement_payments"]
     assert periodic_at(9, 1) == every_minute
     assert periodic_at(9, 5) == sorted([*every_minute, *every_five, "issue_statements"])
@@ -45,6 +45,9 @@ def test_periodic_jobs_are_registered_with_their_schedules():
     assert periodic_at(9, 15) == quarter_past
     assert periodic_at(10, 15) == quarter_past
     assert periodic_at(9, 35) == sorted([*every_minute, *every_five, "charge_statements"])
+    assert periodic_at(3, 40) == sorted([*every_minute, *every_five, *every_ten, "ensure_usage_partitions"])
+    assert periodic_at(3, 50) == sorted([*every_minute, *every_five, *every_ten, "drop_usage_partitions"])
+    assert periodic_at(4, 40) == sorted([*every_minute, *every_five, *every_ten])
 
 
 def test_the_charge_usage_job_charges_now_and_again_within_the_minute(settings, monkeypatch):

@@ -22,6 +22,13 @@ class Command(BaseCommand):
             raise CommandError(f"No statement of {account} for {month}.")
         result = reconcile(statement)
         for check in result.months:
+            if not check.kept:
+                self.stdout.write(
+                    f"{check.month:%Y-%m}: raw events dropped by retention (drop_usage_partitions), not recomputed; "
+                    f"on other statements USD {check.elsewhere}, not on a statement yet USD {check.not_yet}; "
+                    f"its lines say USD {check.on_statement}"
+                )
+                continue
             self.stdout.write(
                 f"{check.month:%Y-%m}: events USD {check.events}, on other statements USD {check.elsewhere}, "
                 f"not on a statement yet USD {check.not_yet}, so this statement covers USD {check.covered}; "
@@ -29,6 +36,25 @@ class Command(BaseCommand):
             )
         if result.without_events:
             self.stdout.write(f"usage charged without event lines: USD {result.without_events}")
+        if not result.complete:
+            # A month's raw events are dropped only once its usage is all on issued statements: not a mismatch.
+            dropped = ", ".join(f"{check.month:%Y-%m}" for check in result.months if not check.kept)
+            if result.mismatched:
+                months = ", ".join(
+                    f"{check.month:%Y-%m} (events USD {check.covered}, its lines USD {check.on_statement})"
+                    for check in result.mismatched
+                )
+                self.stderr.write(
+                    self.style.ERROR(f"MISMATCH {account} {month}: {months}; the raw events of {dropped} were dropped")
+                )
+                raise SystemExit(1)
+            self.stdout.write(
+                self.style.WARNING(
+                    f"NOT CHECKED {account} {month}: the raw events of {dropped} were dropped; the months kept agree "
+                    f"with the statement's lines; statement says USD {statement.usage_total}"
+                )
+            )
+            return
         summary = (
             f"{account} {month}: expected usage total USD {result.expected_total}, "
             f"statement says USD {statement.usage_total}"
