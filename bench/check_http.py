@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.api_keys_page import database_name, psql, setup_django  # noqa: E402
+from bench.api_keys_page import database_name, psql  # noqa: E402
+from bench.fleet_entry import seed_one_key  # noqa: E402
 from bench.keys_http import HOST, run_wrk, start_gunicorn, stop_gunicorn  # noqa: E402
 
 WRK_SCRIPT = """wrk.method = "POST"
@@ -48,28 +49,10 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
 
-    psql(f"DROP DATABASE IF EXISTS {args.database}")
-    psql(f"CREATE DATABASE {args.database}")
-    os.environ["REDIS_URL"] = args.redis_url
-    setup_django(args.database)
+    raw_key, fleet_token = seed_one_key(args.database, args.redis_url)
     import redis
-    from django.core.management import call_command
     from django.db import connections
 
-    from studio.models import ApiKey, Membership, Project, User
-    from usage.models import FleetToken, RateLimit
-
-    redis.Redis.from_url(args.redis_url).flushdb()
-    call_command("migrate", verbosity=0)
-    user = User.objects.create_user("check-bench@bench.example", "unused-password-123")
-    project = Project.objects.create(name="Bench")
-    Membership.objects.create(project=project, user=user, role="owner")
-    _key, raw_key = ApiKey.issue(project=project, name="bench", created_by=user)
-    _token, fleet_token = FleetToken.issue(name="bench")
-    # The limits must not be what answers: lift the free tier's for the model the load asks for.
-    RateLimit.objects.filter(tier="free", model_id="gemini-2.5-flash").update(
-        rpm=2 * 10**9, tpm=2 * 10**9, rpd=2 * 10**9
-    )
     connections.close_all()
     body = {"api_key": raw_key, "model": "gemini-2.5-flash", "kind": "generate", "estimated_input_tokens": 10}
     script = Path(tempfile.gettempdir()) / "check_http.lua"

@@ -59,6 +59,32 @@ def time_handler(handler, body: bytes, token: str, checks: int) -> tuple[float, 
     return wall / checks * 1e6, cpu / checks * 1e6
 
 
+def seed_one_key(database: str, redis_url: str) -> tuple[str, str]:
+    """A new database (migrated) and an empty Redis with one free-tier key and one fleet token: (raw key, token).
+    The free tier's limits of gemini-2.5-flash are lifted, so that a limit (not the load) never answers."""
+    psql(f"DROP DATABASE IF EXISTS {database}")
+    psql(f"CREATE DATABASE {database}")
+    os.environ["REDIS_URL"] = redis_url
+    setup_django(database)
+    import redis
+    from django.core.management import call_command
+
+    from studio.models import ApiKey, Membership, Project, User
+    from usage.models import FleetToken, RateLimit
+
+    redis.Redis.from_url(redis_url).flushdb()
+    call_command("migrate", verbosity=0)
+    user = User.objects.create_user("fleet-bench@bench.example", "unused-password-123")
+    project = Project.objects.create(name="Bench")
+    Membership.objects.create(project=project, user=user, role="owner")
+    _key, raw_key = ApiKey.issue(project=project, name="bench", created_by=user)
+    _token, fleet_token = FleetToken.issue(name="bench")
+    RateLimit.objects.filter(tier="free", model_id="gemini-2.5-flash").update(
+        rpm=2 * 10**9, tpm=2 * 10**9, rpd=2 * 10**9
+    )
+    return raw_key, fleet_token
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", type=database_name, default="studio_bench_entry")
@@ -68,29 +94,8 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, help="also profile this many checks (Redis store)")
     args = parser.parse_args()
 
-    psql(f"DROP DATABASE IF EXISTS {args.database}")
-    psql(f"CREATE DATABASE {args.database}")
-    os.environ.update(REDIS_URL=args.redis_url, CONN_MAX_AGE="600")
-    setup_django(args.database)
-    import redis
-    from django.core.management import call_command
-
-    from studio.models import ApiKey, Membership, Project, User
-    from usage.models import FleetToken
-
-    redis.Redis.from_url(args.redis_url).flushdb()
-    call_command("migrate", verbosity=0)
-    user = User.objects.create_user("fleet-bench@bench.example", "unused-password-123")
-    project = Project.objects.create(name="Bench")
-    Membership.objects.create(project=project, user=user, role="owner")
-    _key, raw_key = ApiKey.issue(project=project, name="bench", created_by=user)
-    _token, fleet_token = FleetToken.issue(name="bench")
-    # A free-tier model, so that its RPM (not this loop) is what refuses: lift it for the run.
-    from usage.models import RateLimit
-
-    RateLimit.objects.filter(tier="free", model_id="gemini-2.5-flash").update(
-        rpm=2 * 10**9, tpm=2 * 10**9, rpd=2 * 10**9
-    )
+    os.environ["CONN_MAX_AGE"] = "600"
+    raw_key, fleet_token = seed_one_key(args.database, args.redis_url)
     body = json.dumps(
         {"api_key": raw_key, "model": "gemini-2.5-flash", "kind": "generate", "estimated_input_tokens": 10}
     ).encode()

@@ -77,8 +77,9 @@ def key_records(keys: Iterable[tuple[str, int, int, bool]]) -> dict[str, str]:
     return {secret: key_value(pk, project, revoked) for secret, pk, project, revoked in keys}
 
 
-def key_rows(**filters):
-    rows = ApiKey.objects.filter(**filters).values_list("secret_hash", "pk", "project_id", "revoked_at")
+def key_rows(keys) -> list[tuple[str, int, int, bool]]:
+    """(secret hash, key pk, project pk, revoked) of the ApiKey queryset `keys`."""
+    rows = keys.values_list("secret_hash", "pk", "project_id", "revoked_at")
     return [(secret, pk, project, revoked_at is not None) for secret, pk, project, revoked_at in rows]
 
 
@@ -238,18 +239,18 @@ def _now_and_after_commit(now, after) -> None:
     transaction.on_commit(_guarded("write-through")(after), robust=True)
 
 
-def keys_changed(pks: Iterable[int]) -> None:
-    """API keys created, revoked or deleted: a revoked (or deleted) key's record goes at once, and its tombstone is
-    written after the commit; a new key's record is written after the commit."""
-    pks = list(pks)
+def keys_changed(keys: Iterable[ApiKey]) -> None:
+    """API keys created or revoked: a revoked key's record goes at once (no query: the key says it is revoked), and
+    its tombstone is written after the commit; a new key's record is written after the commit."""
+    keys = list(keys)
+    revoked = [key.secret_hash for key in keys if key.revoked_at is not None]
 
     def now():
-        revoked = [row[0] for row in key_rows(pk__in=pks) if row[3]]
         if revoked:
             client().hdel(KEYS, *revoked)
 
     def after():
-        write_keys(key_records(key_rows(pk__in=pks)))
+        write_keys(key_records(key_rows(ApiKey.objects.filter(pk__in=[key.pk for key in keys]))))
 
     _now_and_after_commit(now, after)
 
@@ -331,15 +332,11 @@ def _flush(connection) -> None:
 def _sync_keys(connection, report: SyncReport, fix: bool) -> None:
     last = 0
     while True:
-        rows = list(
-            ApiKey.objects.filter(pk__gt=last)
-            .order_by("pk")
-            .values_list("secret_hash", "pk", "project_id", "revoked_at")[:CHUNK]
-        )
+        rows = key_rows(ApiKey.objects.filter(pk__gt=last).order_by("pk")[:CHUNK])
         if not rows:
             break
         last = rows[-1][1]
-        expected = key_records((secret, pk, project, revoked is not None) for secret, pk, project, revoked in rows)
+        expected = key_records(rows)
         secrets = list(expected)
         held = dict(zip(secrets, connection.hmget(KEYS, secrets), strict=True))
         report.checked["keys"] += len(secrets)

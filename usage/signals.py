@@ -23,7 +23,7 @@ def _reads(update_fields, fields) -> bool:
 
 def key_saved(sender, instance, update_fields=None, **kwargs):
     if _reads(update_fields, KEY_FIELDS):
-        admission_store.keys_changed([instance.pk])
+        admission_store.keys_changed([instance])
 
 
 def key_deleted(sender, instance, **kwargs):
