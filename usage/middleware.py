@@ -32,7 +32,8 @@ class FleetApiMiddleware:
     """For requests under API_PREFIX: read the body with the API's own limit (MAX_BODY_BYTES, 413
     beyond it, whatever the Content-Length says or whether there is one), and turn any error
     response that is not JSON (Django's 404 page, a 405, a 500 from another middleware) into the
-    API's error shape with the same status."""
+    API's error shape with the same status. Every answer says its Content-Length (as the console's
+    CommonMiddleware does), so that the fleet's clients keep their connections without chunking."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -45,6 +46,8 @@ class FleetApiMiddleware:
         response = self.get_response(request)
         if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
             response = self._as_json(request, response)
+        if not response.streaming and not response.has_header("Content-Length"):
+            response.headers["Content-Length"] = str(len(response.content))
         return response
 
     @staticmethod

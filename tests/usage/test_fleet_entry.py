@@ -66,6 +66,7 @@ def test_quota_check_answers_through_the_fleet_stack_without_the_consoles_middle
 
     assert status == 200
     assert json.loads(content)["allowed"] is True
+    assert headers["Content-Length"] == str(len(content))  # kept-alive clients need it (gunicorn would chunk)
     assert "X-Request-ID" in headers  # the request log's
     # None of the console's: no session cookie or Vary on it, no CSP, no frame options, no language.
     assert not {"Set-Cookie", "Content-Security-Policy", "X-Frame-Options", "Content-Language"} & set(headers)
@@ -75,6 +76,7 @@ def test_quota_check_answers_through_the_fleet_stack_without_the_consoles_middle
 def test_the_fleet_stack_keeps_the_apis_json_errors(fleet):
     status, headers, content = call("POST", "/api/v1/nowhere", b"{}", {"Authorization": f"Bearer {fleet}"})
     assert (status, headers["Content-Type"], json.loads(content)) == (404, "application/json", {"detail": "Not Found."})
+    assert headers["Content-Length"] == str(len(content))
 
     status, _headers, content = call("POST", "/api/v1/quota:check", b"{}")
     assert (status, json.loads(content)) == (401, {"detail": "Unauthorized"})
