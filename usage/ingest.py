@@ -6,9 +6,10 @@ CATALOG_TTL_SECONDS), pure validation and rating in Python, then one write. On P
 write is COPY into a temporary table and a single statement that inserts the events (`ON CONFLICT
 (event_id, month) DO NOTHING`: the table is partitioned by Pacific month, usage.partitions) and adds
 exactly the inserted ones to the minute/hour/day rollups; a replay, even concurrent, inserts nothing
-and so adds nothing. Events within REPLAY_WINDOW of a month start first claim their id near that
-boundary (`usage_usageeventguard`, one statement), so that a replay whose occurred_at moved into the
-next or previous month is a replay too; a batch with no such event skips it. The insert adds what
+and so adds nothing. In the same statement, events within REPLAY_WINDOW of a month start first
+claim their id near that boundary (`usage_usageeventguard`; the boundary is computed in SQL from
+the staged rows), so that a replay whose occurred_at moved into the next or previous month is a
+replay too. The insert adds what
 each new billed event costs to its statement line in `PendingCharge` (usage.charging moves it to the
 ledger); the lines come summed from Python (`pending_lines`) unless some events of the batch were
 replays. Then, in the same transaction, usage.peaks raises each touched hour's busiest minute (two
@@ -503,13 +504,18 @@ AS SELECT {", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)} FROM usage_pending
 # One round trip. The staging tables empty themselves at commit; inside a caller's transaction (the demo's
 # loader, tests) the previous batch's rows would still be there.
 PREPARE_STAGING = f"{CREATE_STAGING}; {CREATE_PENDING_STAGING}; DELETE FROM usage_staging; DELETE FROM pending_staging"  # noqa: S608
-# Near a month start (usage.partitions): claim each id at the boundary, in key order; the ids returned are new there.
-CLAIM_NEAR_BOUNDARY = """
-INSERT INTO usage_usageeventguard (boundary, event_id)
-SELECT * FROM unnest(%s::date[], %s::varchar[]) ORDER BY 1, 2
-ON CONFLICT (boundary, event_id) DO NOTHING
-RETURNING event_id
-"""
+# The month start (its first day) within usage.partitions.REPLAY_WINDOW (7 days 5 minutes, counted in absolute time:
+# minutes, not days, whatever the session's zone) of a staged event, or NULL: partitions.guard_boundary in SQL (a
+# test holds them equal at the edges and across daylight saving).
+GUARD_BOUNDARY = """
+CASE WHEN {t} < date_trunc('month', {t} AT TIME ZONE 'America/Los_Angeles') AT TIME ZONE 'America/Los_Angeles'
+                + interval '10085 minutes'
+     THEN date_trunc('month', {t} AT TIME ZONE 'America/Los_Angeles')::date
+     WHEN {t} >= (date_trunc('month', {t} AT TIME ZONE 'America/Los_Angeles') + interval '1 month')
+                 AT TIME ZONE 'America/Los_Angeles' - interval '10085 minutes'
+     THEN (date_trunc('month', {t} AT TIME ZONE 'America/Los_Angeles') + interval '1 month')::date
+END"""
+assert partitions.REPLAY_WINDOW == timedelta(minutes=10085)
 # A claim whose event was not inserted after all (the id was already stored in the same month, away from the
 # boundary) is given back, in the same transaction: a claim always stands for a stored event near its boundary.
 RELEASE_CLAIMS = """
@@ -517,10 +523,23 @@ DELETE FROM usage_usageeventguard
 WHERE (boundary, event_id) IN (SELECT * FROM unnest(%s::date[], %s::varchar[]))
 """
 INSERT_AND_ROLL_UP = f"""
-WITH inserted AS (
+WITH claimed AS (
+    -- Near a month start (usage.partitions): claim each id at the boundary, in key order; an event near a
+    -- boundary whose id is taken there already is a replay, and is not inserted.
+    INSERT INTO usage_usageeventguard (boundary, event_id)
+    SELECT boundary, event_id FROM (
+        SELECT {GUARD_BOUNDARY.format(t="occurred_at")} AS boundary, event_id FROM usage_staging
+    ) AS near
+    WHERE boundary IS NOT NULL
+    ORDER BY 1, 2
+    ON CONFLICT (boundary, event_id) DO NOTHING
+    RETURNING boundary, event_id
+), inserted AS (
     INSERT INTO usage_usageevent ({", ".join(COLUMNS)}, month)
     SELECT {", ".join(COLUMNS)}, date_trunc('month', occurred_at AT TIME ZONE 'America/Los_Angeles')::date
-    FROM usage_staging ORDER BY event_id
+    FROM usage_staging
+    WHERE ({GUARD_BOUNDARY.format(t="occurred_at")}) IS NULL OR event_id IN (SELECT event_id FROM claimed)
+    ORDER BY event_id
     ON CONFLICT (event_id, month) DO NOTHING
     RETURNING event_id, project_id, api_key_id, model_id, kind, status_code, occurred_at,
               input_tokens, output_tokens, cached_tokens, cache_token_hours, cost,
@@ -580,42 +599,28 @@ WITH inserted AS (
         last_occurred_at = GREATEST(usage_pendingcharge.last_occurred_at, EXCLUDED.last_occurred_at)
     RETURNING 1
 )
-SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM rolled), (SELECT count(*) FROM pending)
+SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM rolled), (SELECT count(*) FROM pending),
+       array(SELECT boundary FROM claimed WHERE event_id NOT IN (SELECT event_id FROM inserted) ORDER BY event_id),
+       array(SELECT event_id FROM claimed WHERE event_id NOT IN (SELECT event_id FROM inserted) ORDER BY event_id)
 """  # noqa: S608 - only constant column names are interpolated
 
 
 def _store_postgres(rows: list[tuple]) -> list[str]:
-    zones = partitions.Zones()
-    near = {row[0]: boundary for row in rows if (boundary := zones.of(row[12])[1]) is not None}
-    with connection.cursor() as cursor:
-        claimed: set[str] = set()
-        if near:
-            cursor.execute(CLAIM_NEAR_BOUNDARY, [list(near.values()), list(near)])
-            claimed = {event_id for (event_id,) in cursor.fetchall()}
-            if len(claimed) < len(near):  # replays of events stored across (or near) the boundary: not staged
-                rows = [row for row in rows if row[0] in claimed or row[0] not in near]
-                if not rows:
-                    return []
-        inserted = _insert_staged(cursor, rows)
-        given_back = claimed.difference(inserted)
-        if given_back:
-            cursor.execute(RELEASE_CLAIMS, [[near[event_id] for event_id in given_back], list(given_back)])
-    return inserted
-
-
-def _insert_staged(cursor, rows: list[tuple]) -> list[str]:
     lines = pending_lines(rows)
-    cursor.execute(PREPARE_STAGING)
-    raw = cursor.cursor  # psycopg 3: COPY is much faster than INSERT for a batch
-    with raw.copy(f"COPY usage_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-    if lines:
-        with raw.copy(f"COPY pending_staging ({', '.join(PENDING_KEY + PENDING_SUMS)}) FROM STDIN") as copy:
-            for line in lines:
-                copy.write_row(line)
-    cursor.execute(INSERT_AND_ROLL_UP, {"staged": len(rows)})
-    inserted, _, _ = cursor.fetchone()
+    with connection.cursor() as cursor:
+        cursor.execute(PREPARE_STAGING)
+        raw = cursor.cursor  # psycopg 3: COPY is much faster than INSERT for a batch
+        with raw.copy(f"COPY usage_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        if lines:
+            with raw.copy(f"COPY pending_staging ({', '.join(PENDING_KEY + PENDING_SUMS)}) FROM STDIN") as copy:
+                for line in lines:
+                    copy.write_row(line)
+        cursor.execute(INSERT_AND_ROLL_UP, {"staged": len(rows)})
+        inserted, _, _, boundaries, given_back = cursor.fetchone()
+        if given_back:
+            cursor.execute(RELEASE_CLAIMS, [boundaries, given_back])
     return inserted
 
 
