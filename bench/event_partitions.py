@@ -324,13 +324,13 @@ def load_current_month(per_month: int, current, ids: dict, loaders: int, chunk: 
     with connection.cursor() as cursor:
         cursor.execute("ALTER TABLE usage_usageevent DROP CONSTRAINT usage_usageevent_pkey")
         cursor.execute("ALTER TABLE usage_usageevent DROP CONSTRAINT one_usage_event_per_id_and_month")
-        cursor.execute("DROP INDEX usage_event_project_time")
+        cursor.execute("DROP INDEX IF EXISTS usage_event_project_time")  # migration 0012 dropped it
         cursor.execute(f"ALTER TABLE {name} SET (autovacuum_enabled = false)")
         first = _next_id(cursor)
     _fill(_work([current], first, per_month, chunk, ids, lambda month: name), loaders, month_column=True)
     with connection.cursor() as cursor:
         _set_sequence(cursor)
-        _run_timed(cursor, migration.INDEXES, "indexes")
+        _run_timed(cursor, [sql for sql in migration.INDEXES if "usage_event_project_time" not in sql], "indexes")
     _claims(first)
     with connection.cursor() as cursor:
         _run_timed(

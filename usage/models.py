@@ -240,7 +240,9 @@ class UsageEvent(models.Model):
         # a partitioned table must hold the partition key; across a month boundary usage.ingest also claims the id
         # in usage_usageeventguard (PostgreSQL only, usage.partitions).
         constraints = [models.UniqueConstraint(fields=["event_id", "month"], name="one_usage_event_per_id_and_month")]
-        indexes = [models.Index(fields=["project", "occurred_at"], name="usage_event_project_time")]
+        # No other index: the console reads rollups; raw events are read by month (reconciliation: the month's
+        # partition) or by id (the admin). An index on (project, occurred_at) cost ingestion 5-7 ms of PostgreSQL
+        # per 1,000 events and served no query (migration 0012).
 
     def __str__(self):
         return self.event_id
