@@ -935,6 +935,12 @@ def sanity(port: int, token: str, accepted: int, body: bytes) -> bool:
 
     from usage.models import UsageEvent, UsageRollup
 
+    try:  # what the last batches appended, as the charge job would roll it up (usage.fold, since issue 10)
+        from usage.fold import fold
+    except ImportError:  # an older tree: ingestion kept the rollups itself
+        pass
+    else:
+        fold()
     stored = UsageEvent.objects.count()
     counted = UsageEvent.objects.exclude(kind__in=["count_tokens", "cache_storage"]).count()
     rolled = UsageRollup.objects.filter(granularity="day").aggregate(n=Sum("requests"))["n"] or 0

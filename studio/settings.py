@@ -308,6 +308,12 @@ if RESERVATION_TTL_SECONDS < 1:
     raise ImproperlyConfigured("RESERVATION_TTL_SECONDS must be at least 1.")
 # Seconds between charge runs (usage.jobs): reported usage reaches the balances within about this.
 CHARGE_INTERVAL_SECONDS = env.int("CHARGE_INTERVAL_SECONDS", default=20)
+# PostgreSQL: ingestion appends what each batch adds to the rollups, and a process that stored a batch rolls them up
+# at most this often (usage.fold): the usage pages and the Limits tab's peaks lag the reports by about this under
+# traffic (by CHARGE_INTERVAL_SECONDS after the last batch). 0: every batch is rolled up as it is stored.
+ROLLUP_FOLD_SECONDS = env.float("ROLLUP_FOLD_SECONDS", default=2.0)
+if ROLLUP_FOLD_SECONDS < 0:
+    raise ImproperlyConfigured("ROLLUP_FOLD_SECONDS must be at least 0.")
 # PostgreSQL keeps raw usage events in one partition per Pacific month (usage.partitions): the job runner creates
 # the current month's and this many following months' partitions ahead of time (ingestion creates a missing one).
 USAGE_PARTITIONS_AHEAD = env.int("USAGE_PARTITIONS_AHEAD", default=2)

@@ -50,6 +50,13 @@ def _reference_data(request):
         load_reference_data()
 
 
+@pytest.fixture(autouse=True)
+def _rollups_at_once(settings):
+    """Every ingested batch is rolled up as it is stored (usage.fold), so that a test reads its rollups at once;
+    the tests of the fold itself set another interval."""
+    settings.ROLLUP_FOLD_SECONDS = 0
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _jobs_run_in_process():
     """Jobs queued by the code under test (e.g. "deliver the outbox now" after a commit) run at

@@ -153,8 +153,8 @@ class QuotaDenialAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
-# The catalog's rows, the busiest minutes and the denial claims each in the admin too (R26).
-from usage.models import DenialClaim, UsagePeak  # noqa: E402
+# The catalog's rows, the busiest minutes, usage not yet rolled up and the denial claims each in the admin too (R26).
+from usage.models import DenialClaim, RollupDelta, UsagePeak  # noqa: E402
 
 
 @admin.register(Price)
@@ -184,11 +184,21 @@ class RateLimitAdmin(AuditedAdmin):
 
 @admin.register(UsagePeak)
 class UsagePeakAdmin(ReadOnlyAdmin):
-    """The busiest minute of each hour, per project and model (written by ingestion)."""
+    """The busiest minute of each hour, per project and model (written as usage is rolled up)."""
 
     list_display = ["hour", "project", "model", "requests", "input_tokens"]
     search_fields = ["project__project_id"]
     list_select_related = ["project", "model"]
+    show_full_result_count = False
+
+
+@admin.register(RollupDelta)
+class RollupDeltaAdmin(ReadOnlyAdmin):
+    """What ingestion appended and usage.fold has not rolled up yet: normally only the last seconds' batches."""
+
+    list_display = ["bucket_start", "project", "api_key", "model", "requests", "input_tokens", "cost"]
+    search_fields = ["project__project_id"]
+    list_select_related = ["project", "api_key", "model"]
     show_full_result_count = False
 
 

@@ -29,7 +29,10 @@ class Catalog:
     loaded_at: float
 
     def price_at(self, model_id: str, moment):
-        return next((p for p in self.prices.get(model_id, []) if p.effective_from <= moment), None)
+        for price in self.prices.get(model_id, ()):  # newest first: usually the first one
+            if price.effective_from <= moment:
+                return price
+        return None
 
 
 logger = logging.getLogger(__name__)

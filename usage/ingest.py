@@ -4,16 +4,17 @@ Per batch: three lookups (keys, the projects' billing history, the keys' studio-
 the process's catalog snapshot (models and price versions; a new price version is seen within
 CATALOG_TTL_SECONDS), pure validation and rating in Python, then one write. On PostgreSQL the
 write is COPY into a temporary table and a single statement that inserts the events (`ON CONFLICT
-(event_id, month) DO NOTHING`: the table is partitioned by Pacific month, usage.partitions) and adds
-exactly the inserted ones to the minute/hour/day rollups; a replay, even concurrent, inserts nothing
-and so adds nothing. In the same statement, events within REPLAY_WINDOW of a month start first
-claim their id near that boundary (`usage_usageeventguard`; the boundary is computed in SQL from
-the staged rows), so that a replay whose occurred_at moved into the next or previous month is a
-replay too. The insert adds what
-each new billed event costs to its statement line in `PendingCharge` (usage.charging moves it to the
-ledger); the lines come summed from Python (`pending_lines`) unless some events of the batch were
-replays. Then, in the same transaction, usage.peaks raises each touched hour's busiest minute (two
-statements). Elsewhere (SQLite, the embedded default) the same result comes from the ORM.
+(event_id, month) DO NOTHING`: the table is partitioned by Pacific month, usage.partitions) and
+appends what exactly the inserted ones add to each minute (RollupDelta, rolled up into the
+minute/hour/day rollups and the hourly peaks by usage.fold, within ROLLUP_FOLD_SECONDS); a replay,
+even concurrent, inserts nothing and so adds nothing. In the same statement, events within
+REPLAY_WINDOW of a month start first claim their id near that boundary (`usage_usageeventguard`; the
+boundary is computed in SQL from the staged rows), so that a replay whose occurred_at moved into the
+next or previous month is a replay too. The insert adds what each new billed event costs to its
+statement line in `PendingCharge` (usage.charging moves it to the ledger); the lines come summed
+from Python (`pending_lines`) unless some events of the batch were replays. Elsewhere (SQLite, the
+embedded default) the same result comes from the ORM, which updates the rollups and usage.peaks the
+hourly peaks in the ingestion transaction itself.
 
 Whether an event is billed, and to which billing account, is decided by the state when it
 occurred, not when it is reported (SPEC §9): the project's `BillingPeriod` in force at
@@ -47,7 +48,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from django.db import DatabaseError, connection, transaction
@@ -59,6 +60,7 @@ from billing.models import BillingPeriod
 from studio.models import ActorKind, ApiKey, AuditEvent, StudioKeyLink
 from usage import partitions
 from usage.catalog import get_catalog
+from usage.fold import SUMS, fold_if_due
 from usage.models import PendingCharge, UsageEvent, UsageRollup
 from usage.peaks import update_peaks
 from usage.rating import rate
@@ -314,6 +316,12 @@ def _validated(raw_events: list, report: Report):
             report.reject(index, event_id if isinstance(event_id, str) else None, _pydantic_errors(error, raw))
 
 
+class _Key(NamedTuple):
+    id: int
+    project_id: int
+    revoked_at: datetime | None
+
+
 class _History:
     """Billing history of the batch's projects and studio-link history of its keys, read once per batch:
     whether an event is billed, and to whom, is decided by the state when it occurred (SPEC §9)."""
@@ -345,7 +353,13 @@ class _History:
 
 
 def _rate(valid, report: Report, *, received_at) -> list[tuple]:
-    keys = ApiKey.objects.in_bulk({int(e.key_id) for _, e in valid})
+    # Three columns, not model instances: a batch may name a thousand keys.
+    keys = {
+        pk: _Key(pk, project_id, revoked_at)
+        for pk, project_id, revoked_at in ApiKey.objects.filter(pk__in={int(e.key_id) for _, e in valid}).values_list(
+            "pk", "project_id", "revoked_at"
+        )
+    }
     catalog = get_catalog()
     history = _History(keys)
 
@@ -440,10 +454,14 @@ def _store(rows: list[tuple]) -> list[str]:
         attempt += 1
         try:
             with transaction.atomic():
-                inserted = _store_postgres(rows) if connection.vendor == "postgresql" else _store_orm(rows)
-                # The transaction's last write: it takes the hourly peaks' row locks last (no deadlocks).
-                update_peaks(rows, inserted, COLUMNS)
-                return inserted
+                if connection.vendor == "postgresql":
+                    inserted = _store_postgres(rows)
+                else:
+                    inserted = _store_orm(rows)
+                    update_peaks(rows, inserted, COLUMNS)
+            if inserted:
+                fold_if_due()  # the batch is stored: roll it up (with others), unless that was done a moment ago
+            return inserted
         except DatabaseError as error:
             cause = error.__cause__  # Django wraps the driver's error, which carries the SQLSTATE
             sqlstate = getattr(cause, "sqlstate", None)
@@ -483,11 +501,8 @@ COLUMNS = [
     "billable", "counts_against_quota", "cost", "cost_input", "cost_output", "cost_cached", "cost_storage",
     "audio_input_tokens", "cached_audio_tokens", "cost_audio", "cost_cached_audio", "account_id", "long_prompt",
 ]  # fmt: skip
-# Audio stays its own SKU in the rollups (its tokens are also in input_tokens and cached_tokens).
-SUMS = [
-    "requests", "errors", "server_errors", "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours",
-    "cost", "audio_input_tokens", "cached_audio_tokens",
-]  # fmt: skip
+# The rollups' sums are usage.fold.SUMS. Audio stays its own SKU in them (its tokens are also in input_tokens and
+# cached_tokens).
 
 # A statement line: account × project × model × price version × Pacific month × SKU × batch × long prompt.
 PENDING_KEY = ["account_id", "project_id", "model_id", "price_id", "month", "sku", "batch", "long_prompt"]
@@ -515,7 +530,7 @@ CASE WHEN {t} < date_trunc('month', {t} AT TIME ZONE 'America/Los_Angeles') AT T
                  AT TIME ZONE 'America/Los_Angeles' - interval '10085 minutes'
      THEN (date_trunc('month', {t} AT TIME ZONE 'America/Los_Angeles') + interval '1 month')::date
 END"""
-assert partitions.REPLAY_WINDOW == timedelta(minutes=10085)
+assert timedelta(minutes=10085) == partitions.REPLAY_WINDOW
 # A claim whose event was not inserted after all (the id was already stored in the same month, away from the
 # boundary) is given back, in the same transaction: a claim always stands for a stored event near its boundary.
 RELEASE_CLAIMS = """
@@ -546,24 +561,20 @@ WITH claimed AS (
               audio_input_tokens, cached_audio_tokens,
               account_id, price_id, long_prompt, cost_input, cost_output, cost_cached, cost_storage,
               cost_audio, cost_cached_audio
-), buckets AS (
-    SELECT g.granularity,
-           date_trunc(g.granularity, i.occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS bucket_start,
-           i.project_id, i.api_key_id, i.model_id,
-           count(*) FILTER (WHERE i.kind <> 'cache_storage') AS requests,
-           count(*) FILTER (WHERE i.status_code >= 400) AS errors,
-           count(*) FILTER (WHERE i.status_code >= 500) AS server_errors,
-           sum(i.input_tokens) AS input_tokens, sum(i.output_tokens) AS output_tokens,
-           sum(i.cached_tokens) AS cached_tokens, sum(i.cache_token_hours) AS cache_token_hours, sum(i.cost) AS cost,
-           sum(i.audio_input_tokens) AS audio_input_tokens, sum(i.cached_audio_tokens) AS cached_audio_tokens
-    FROM inserted i CROSS JOIN (VALUES ('minute'), ('hour'), ('day')) AS g(granularity)
-    WHERE i.kind <> 'count_tokens'
-    GROUP BY 1, 2, 3, 4, 5
 ), rolled AS (
-    INSERT INTO usage_usagerollup (granularity, bucket_start, project_id, api_key_id, model_id, {", ".join(SUMS)})
-    SELECT * FROM buckets ORDER BY 1, 2, 3, 4, 5
-    ON CONFLICT (granularity, bucket_start, project_id, api_key_id, model_id) DO UPDATE SET
-        {", ".join(f"{name} = usage_usagerollup.{name} + EXCLUDED.{name}" for name in SUMS)}
+    -- What the new events add to each UTC minute, appended for usage.fold to roll up (no row is shared with a
+    -- concurrent batch, so nothing waits).
+    INSERT INTO usage_rollupdelta (bucket_start, project_id, api_key_id, model_id, {", ".join(SUMS)})
+    SELECT date_trunc('minute', i.occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           i.project_id, i.api_key_id, i.model_id,
+           count(*) FILTER (WHERE i.kind <> 'cache_storage'),
+           count(*) FILTER (WHERE i.status_code >= 400),
+           count(*) FILTER (WHERE i.status_code >= 500),
+           sum(i.input_tokens), sum(i.output_tokens), sum(i.cached_tokens), sum(i.cache_token_hours), sum(i.cost),
+           sum(i.audio_input_tokens), sum(i.cached_audio_tokens)
+    FROM inserted i
+    WHERE i.kind <> 'count_tokens'
+    GROUP BY 1, 2, 3, 4
     RETURNING 1
 ), pending AS (
     -- What the billed events cost, by statement line (usage.charging charges it to the ledger). The lines
@@ -609,12 +620,16 @@ def _store_postgres(rows: list[tuple]) -> list[str]:
     lines = pending_lines(rows)
     with connection.cursor() as cursor:
         cursor.execute(PREPARE_STAGING)
+        types = _column_types(cursor, "usage_usageevent", COLUMNS)
+        line_types = _column_types(cursor, "usage_pendingcharge", PENDING_KEY + PENDING_SUMS)
         raw = cursor.cursor  # psycopg 3: COPY is much faster than INSERT for a batch
         with raw.copy(f"COPY usage_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
         if lines:
             with raw.copy(f"COPY pending_staging ({', '.join(PENDING_KEY + PENDING_SUMS)}) FROM STDIN") as copy:
+                copy.set_types(line_types)
                 for line in lines:
                     copy.write_row(line)
         cursor.execute(INSERT_AND_ROLL_UP, {"staged": len(rows)})
@@ -622,6 +637,23 @@ def _store_postgres(rows: list[tuple]) -> list[str]:
         if given_back:
             cursor.execute(RELEASE_CLAIMS, [boundaries, given_back])
     return inserted
+
+
+_types: dict[str, dict[str, str]] = {}  # table -> column -> PostgreSQL type, read once per process
+
+
+def _column_types(cursor, table: str, columns: list[str]) -> list[str]:
+    """The columns' PostgreSQL types, for COPY's set_types: psycopg then picks each column's dumper once instead of
+    by each value's Python type (about 20 % of the COPY's CPU)."""
+    types = _types.get(table)
+    if types is None:
+        cursor.execute(
+            "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            [table],
+        )
+        types = _types[table] = dict(cursor.fetchall())
+    return [types[column] for column in columns]
 
 
 def pending_lines(rows: list[tuple]) -> list[tuple]:

@@ -288,12 +288,48 @@ class UsageRollup(models.Model):
         return f"{self.granularity} {self.bucket_start:%Y-%m-%d %H:%M} {self.model_id}"
 
 
+class RollupDelta(models.Model):
+    """What one ingestion batch adds to one UTC minute × project × key × model, not yet in UsageRollup
+    (PostgreSQL only; usage.fold). Ingestion appends these rows instead of updating the rollups, so that concurrent
+    batches never update the same rows; usage.fold moves them into the minute, hour and day rollups and the hourly
+    peaks, by one process at a time, within ROLLUP_FOLD_SECONDS under traffic (at the next charge run otherwise).
+    Append-only and short-lived: no index but the key, no constraint."""
+
+    bucket_start = models.DateTimeField()  # the UTC minute
+    project = models.ForeignKey(
+        "studio.Project", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    api_key = models.ForeignKey(
+        "studio.ApiKey", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    model = models.ForeignKey(
+        CatalogModel, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    requests = models.BigIntegerField()
+    errors = models.BigIntegerField()
+    server_errors = models.BigIntegerField()
+    input_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+    cached_tokens = models.BigIntegerField()
+    audio_input_tokens = models.BigIntegerField()
+    cached_audio_tokens = models.BigIntegerField()
+    cache_token_hours = models.DecimalField(max_digits=24, decimal_places=6)
+    cost = models.DecimalField(max_digits=24, decimal_places=9)
+
+    class Meta:
+        verbose_name = _("usage not yet rolled up")
+        verbose_name_plural = _("usage not yet rolled up")
+
+    def __str__(self):
+        return f"{self.bucket_start:%Y-%m-%d %H:%M} {self.model_id}"
+
+
 class UsagePeak(models.Model):
     """The busiest UTC minute of a UTC hour per project × model, over all the project's keys: the most requests and
     the most input tokens any one minute of the hour had (possibly two different minutes), as the minute rollups of
-    the hour summed per minute say. Kept by usage.peaks in each ingestion transaction, so that the Limits tab reads
-    one row per hour instead of every key's minutes (usage.queries._minute_peaks). Like the events', the foreign keys
-    carry no database constraint (projects and models are never deleted)."""
+    the hour summed per minute say. Kept by usage.peaks (on PostgreSQL as usage.fold rolls usage up), so that the
+    Limits tab reads one row per hour instead of every key's minutes (usage.queries._minute_peaks). Like the events',
+    the foreign keys carry no database constraint (projects and models are never deleted)."""
 
     project = models.ForeignKey(
         "studio.Project", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False

@@ -19,17 +19,17 @@ both) and that the price has the audio prices the event needs (usage.ingest).
 Each class is rounded half-up to the nano-dollar (billing.money.round_rating); the cost is their sum.
 """
 
-from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from typing import NamedTuple
 
-from billing.money import round_rating
+from billing.money import RATING_PLACES
 
 MILLION = Decimal(1_000_000)
 ZERO = Decimal("0")
+ONE = Decimal(1)
 
 
-@dataclass(frozen=True)
-class Rated:
+class Rated(NamedTuple):  # a tuple: ingestion rates every event, and a frozen dataclass costs more to build
     billable: bool
     counts_against_quota: bool
     long_prompt: bool = False  # rated at the model's long-prompt prices
@@ -83,22 +83,25 @@ def rate(
         if long and price.long_cached_audio_input is not None
         else price.cached_audio_input
     )
-    factor = model.batch_price_factor if kind == "batch" else Decimal(1)
-
-    def cost(tokens, per_million, multiplier=Decimal(1)):
-        if not tokens:
-            return ZERO
-        return round_rating(Decimal(tokens) * (per_million or ZERO) * multiplier / MILLION)
-
+    factor = model.batch_price_factor if kind == "batch" else ONE
     uncached_audio = audio_input_tokens - cached_audio_tokens
     return Rated(
-        billable=True,
-        counts_against_quota=counted,
-        long_prompt=long,
-        cost_input=cost(input_tokens - cached_tokens - uncached_audio, input_price, factor),
-        cost_output=cost(output_tokens, output_price, factor),
-        cost_cached=cost(cached_tokens - cached_audio_tokens, cached_price),
-        cost_storage=cost(cache_token_hours, price.cache_storage),
-        cost_audio=cost(uncached_audio, audio_price, factor),
-        cost_cached_audio=cost(cached_audio_tokens, cached_audio_price),
+        True,
+        counted,
+        long,
+        _cost(input_tokens - cached_tokens - uncached_audio, input_price, factor),
+        _cost(output_tokens, output_price, factor),
+        _cost(cached_tokens - cached_audio_tokens, cached_price, ONE),
+        _cost(cache_token_hours, price.cache_storage, ONE),
+        _cost(uncached_audio, audio_price, factor),
+        _cost(cached_audio_tokens, cached_audio_price, ONE),
+    )
+
+
+def _cost(tokens, per_million, multiplier) -> Decimal:
+    """tokens × price per million × multiplier, rounded half-up to the nano-dollar (billing.money.round_rating)."""
+    if not tokens:
+        return ZERO
+    return (Decimal(tokens) * (per_million or ZERO) * multiplier / MILLION).quantize(
+        RATING_PLACES, rounding=ROUND_HALF_UP
     )

@@ -13,7 +13,7 @@ from openapi_spec_validator import validate as validate_openapi
 
 from usage.admission import TIER_SUFFIX, quota_ids
 from usage.middleware import MAX_BODY_BYTES
-from usage.models import FleetToken, UsageEvent, UsageRollup
+from usage.models import FleetToken, UsageEvent
 
 TOO_LARGE = {"detail": "Request body too large: at most 4194304 bytes."}
 
@@ -137,8 +137,8 @@ def test_pages_outside_the_api_keep_their_html_errors(client, db):
 
 def test_an_unexpected_error_is_a_json_500_whose_error_id_is_in_the_log(client, fleet, paid_key, event, caplog):
     key, _ = paid_key
-    with connection.cursor() as cursor:  # a real fault: the rollup table is gone (the test's transaction restores it)
-        cursor.execute(f"DROP TABLE {UsageRollup._meta.db_table}")
+    with connection.cursor() as cursor:  # a real fault: the events' table is gone (the test's transaction restores it)
+        cursor.execute(f"DROP TABLE {UsageEvent._meta.db_table}")
 
     with caplog.at_level(logging.ERROR, logger="usage.api"):
         response = send(client, "/api/v1/usage:report", json.dumps({"events": [event(key)]}).encode(), fleet)
@@ -153,7 +153,7 @@ def test_an_unexpected_error_is_a_json_500_whose_error_id_is_in_the_log(client, 
         error_id,
         f"fleet API: POST /api/v1/usage:report failed, error id {error_id}",
     )
-    assert UsageRollup._meta.db_table in str(record.exc_info[1])  # the real cause, with its traceback
+    assert UsageEvent._meta.db_table in str(record.exc_info[1])  # the real cause, with its traceback
     assert not any(r.levelname == "WARNING" and r.name == "usage.ingest" for r in caplog.records)  # not retried
 
 

@@ -1,6 +1,7 @@
 """Ingestion retries what PostgreSQL says can succeed on a second try (by SQLSTATE), nothing else.
 
-Real faults: a second connection holds the rollup rows locked while a batch is written. With
+Real faults: a second connection holds the project's pending-charge rows (the rows a batch of a billed project
+updates; its rollups it only appends, usage.fold) locked while a batch is written. With
 `lock_timeout` the write fails with 55P03 (lock not available), which is retried; with
 `statement_timeout` it fails with 57014 (query canceled), which is not. The retry warning itself
 releases the lock, so the retry's outcome does not depend on timing. Attempts are counted by the
@@ -61,8 +62,8 @@ def session(setting: str, value: str):
 
 @pytest.fixture
 def setup(event):
-    """(key, batch of 3 new events, the rollups' blocker): one event already stored and rolled up;
-    the blocker is another connection that holds that project's rollup rows locked until released."""
+    """(key, batch of 3 new events, the blocker): one event already stored and rolled up; the blocker is another
+    connection that holds that project's pending-charge rows (its input and output lines) locked until released."""
     key = make_key(make_billed_project(make_user("retries@example.com")))[0]
     now = timezone.now()
     moment = (now - timedelta(minutes=1)).isoformat()
@@ -71,8 +72,8 @@ def setup(event):
     blocker = connection.copy()
     blocker.set_autocommit(False)
     with blocker.cursor() as cursor:
-        cursor.execute("SELECT id FROM usage_usagerollup WHERE project_id = %s FOR UPDATE", [key.project_id])
-        assert len(cursor.fetchall()) == 3
+        cursor.execute("SELECT id FROM usage_pendingcharge WHERE project_id = %s FOR UPDATE", [key.project_id])
+        assert len(cursor.fetchall()) == 2
     yield batch, blocker, now
     blocker.rollback()
     blocker.close()
@@ -100,7 +101,7 @@ def test_a_lock_timeout_is_retried_and_the_batch_then_counts_exactly_once(setup)
     assert re.fullmatch(
         r"usage ingestion: a batch of 3 events failed with SQLSTATE 55P03 \(lock not available\): "
         r"canceling statement due to lock timeout "
-        r'CONTEXT: while locking tuple \(\d+,\d+\) in relation "usage_usagerollup"; '
+        r'CONTEXT: while locking tuple \(\d+,\d+\) in relation "usage_pendingcharge"; '
         rf"attempt 1 of {STORE_ATTEMPTS}, retrying in \d+ ms",
         retry.getMessage(),
     )

@@ -1,22 +1,21 @@
-"""The busiest minute of each hour (UsagePeak), kept by ingestion (usage.peaks), and the Limits tab's peak RPM and TPM
-read from it (usage.queries._minute_peaks): always the busiest UTC minute summed over keys, as the raw events say,
-whatever the window's edges, late or replayed events, and concurrent batches."""
+"""The busiest minute of each hour (UsagePeak), kept as usage is rolled up (usage.peaks, usage.fold), and the Limits
+tab's peak RPM and TPM read from it (usage.queries._minute_peaks): always the busiest UTC minute summed over keys, as
+the raw events say, whatever the window's edges, late or replayed events, and concurrent batches."""
 
 import importlib
 import random
-import threading
-import time
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.apps import apps
-from django.db import connection, transaction
+from django.db import connection
 
 from tests.concurrency import at_once
 from tests.factories import make_billed_project, make_key, make_project, make_user
 from tests.usage.test_ingest import storage
+from usage.fold import fold
 from usage.ingest import ingest
 from usage.models import UsageEvent, UsagePeak
 from usage.queries import Window, limits_for_project
@@ -159,69 +158,6 @@ def test_the_migration_computes_the_peaks_of_rollups_written_before_it(db):
     assert stored_peaks() == [(FLASH, "11-03 10:00", 5, 9000), (PRO, "11-03 23:00", 1, 7)]
 
 
-def blocked_on_peaks() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND wait_event_type = 'Lock' AND query LIKE %s",
-            ["%usage_usagepeak%"],
-        )
-        return cursor.fetchone()[0] == 1
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_batch_waits_for_a_concurrent_one_on_the_same_hour_and_sees_its_minutes():
-    """The hour's peak is 4 requests (10:30). Batch A (key a, 3 requests at 10:07) is rolled up but not committed;
-    batch B (key b, 2 requests at 10:07) writes its own rollup rows without waiting, then waits for A's lock on the
-    hour's peak, and reads the minute's total with A's rows in it: 5. Each batch alone sees less than the peak, so
-    without that lock neither would raise it. (A free project: no pending charge rows, which the two batches would
-    otherwise share and wait on first.)"""
-    project = make_project(make_user())
-    a, b = (make_key(project)[0] for _ in range(2))
-    ingest([request(a, f"earlier{n}", at(10, 30)) for n in range(4)], now=NOW)
-    assert stored_peaks() == [(FLASH, "11-03 10:00", 4, 4000)]
-    rolled_up, release = threading.Event(), threading.Event()
-    errors = []
-
-    def batch_a():
-        try:
-            with transaction.atomic():
-                ingest([request(a, f"a{n}", at(10, 7, n)) for n in range(3)], now=NOW)
-                rolled_up.set()
-                release.wait(timeout=30)
-        except BaseException as error:  # collected for the assertion below
-            errors.append(error)
-            rolled_up.set()
-        finally:
-            connection.close()
-
-    def batch_b():
-        try:
-            ingest([request(b, f"b{n}", at(10, 7, 30 + n), tokens=600) for n in range(2)], now=NOW)
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
-    first, second = threading.Thread(target=batch_a), threading.Thread(target=batch_b)
-    first.start()
-    assert rolled_up.wait(timeout=30)
-    second.start()
-    for _ in range(1000):  # until B waits for the peak row A holds
-        if blocked_on_peaks() or not second.is_alive():
-            break
-        time.sleep(0.01)
-    waited = blocked_on_peaks()
-    release.set()
-    first.join()
-    second.join()
-
-    assert errors == []
-    assert waited
-    assert stored_peaks() == [(FLASH, "11-03 10:00", 5, 4200)]
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_batches_of_many_keys_keep_every_peak():
@@ -237,6 +173,7 @@ def test_concurrent_batches_of_many_keys_keep_every_peak():
     ]
 
     reports, errors = at_once(lambda index: ingest(batches[index], now=NOW), len(batches))
+    fold()  # a batch whose own fold found another under way is rolled up by the next one (usage.fold)
 
     assert errors == []
     assert sum(report.accepted for report in reports) == 240
