@@ -8,11 +8,11 @@ write is COPY into a temporary table and a single statement that inserts the eve
 appends what exactly the inserted ones add to each minute (RollupDelta, rolled up into the
 minute/hour/day rollups and the hourly peaks by usage.fold, within ROLLUP_FOLD_SECONDS); a replay,
 even concurrent, inserts nothing and so adds nothing. In the same statement, events within
-REPLAY_WINDOW of a month start first claim their id near that boundary (`usage_usageeventguard`; the
-boundary is computed in SQL from the staged rows), so that a replay whose occurred_at moved into the
-next or previous month is a replay too. The insert adds what each new billed event costs to its
-statement line in `PendingCharge` (usage.charging moves it to the ledger); the lines come summed
-from Python (`pending_lines`) unless some events of the batch were replays. Elsewhere (SQLite, the
+REPLAY_WINDOW of a month start first claim their id near that boundary (`usage_usageeventguard`;
+each event's month and boundary are computed in Python and staged with it), so that a replay whose
+occurred_at moved into the next or previous month is a replay too. The insert adds what each new
+billed event costs to its statement line in `PendingCharge` (usage.charging moves it to the ledger);
+the lines come summed from Python (`pending_lines`) unless some events of the batch were replays. Elsewhere (SQLite, the
 embedded default) the same result comes from the ORM, which updates the rollups and usage.peaks the
 hourly peaks in the ingestion transaction itself.
 
@@ -508,9 +508,12 @@ COLUMNS = [
 PENDING_KEY = ["account_id", "project_id", "model_id", "price_id", "month", "sku", "batch", "long_prompt"]
 PENDING_SUMS = ["quantity", "amount_nanos", "events", "first_occurred_at", "last_occurred_at"]
 
+# The batch as COPY sends it: COLUMNS, then each event's month (the partition key) and the month start whose
+# REPLAY_WINDOW it lies in, if any (usage.partitions.Zones, in Python: in SQL, with their time-zone conversions,
+# they cost about a third of the statement).
 CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS usage_staging ON COMMIT DELETE ROWS
-AS SELECT {", ".join(COLUMNS)} FROM usage_usageevent WITH NO DATA
+AS SELECT {", ".join(COLUMNS)}, month, month AS boundary FROM usage_usageevent WITH NO DATA
 """  # noqa: S608 - constant column names
 CREATE_PENDING_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS pending_staging ON COMMIT DELETE ROWS
@@ -519,18 +522,6 @@ AS SELECT {", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)} FROM usage_pending
 # One round trip. The staging tables empty themselves at commit; inside a caller's transaction (the demo's
 # loader, tests) the previous batch's rows would still be there.
 PREPARE_STAGING = f"{CREATE_STAGING}; {CREATE_PENDING_STAGING}; DELETE FROM usage_staging; DELETE FROM pending_staging"  # noqa: S608
-# The month start (its first day) within usage.partitions.REPLAY_WINDOW (7 days 5 minutes, counted in absolute time:
-# minutes, not days, whatever the session's zone) of a staged event, or NULL: partitions.guard_boundary in SQL (a
-# test holds them equal at the edges and across daylight saving).
-GUARD_BOUNDARY = """
-CASE WHEN {t} < date_trunc('month', {t} AT TIME ZONE 'America/Los_Angeles') AT TIME ZONE 'America/Los_Angeles'
-                + interval '10085 minutes'
-     THEN date_trunc('month', {t} AT TIME ZONE 'America/Los_Angeles')::date
-     WHEN {t} >= (date_trunc('month', {t} AT TIME ZONE 'America/Los_Angeles') + interval '1 month')
-                 AT TIME ZONE 'America/Los_Angeles' - interval '10085 minutes'
-     THEN (date_trunc('month', {t} AT TIME ZONE 'America/Los_Angeles') + interval '1 month')::date
-END"""
-assert timedelta(minutes=10085) == partitions.REPLAY_WINDOW
 # A claim whose event was not inserted after all (the id was already stored in the same month, away from the
 # boundary) is given back, in the same transaction: a claim always stands for a stored event near its boundary.
 RELEASE_CLAIMS = """
@@ -542,18 +533,15 @@ WITH claimed AS (
     -- Near a month start (usage.partitions): claim each id at the boundary, in key order; an event near a
     -- boundary whose id is taken there already is a replay, and is not inserted.
     INSERT INTO usage_usageeventguard (boundary, event_id)
-    SELECT boundary, event_id FROM (
-        SELECT {GUARD_BOUNDARY.format(t="occurred_at")} AS boundary, event_id FROM usage_staging
-    ) AS near
-    WHERE boundary IS NOT NULL
+    SELECT boundary, event_id FROM usage_staging WHERE boundary IS NOT NULL
     ORDER BY 1, 2
     ON CONFLICT (boundary, event_id) DO NOTHING
     RETURNING boundary, event_id
 ), inserted AS (
     INSERT INTO usage_usageevent ({", ".join(COLUMNS)}, month)
-    SELECT {", ".join(COLUMNS)}, date_trunc('month', occurred_at AT TIME ZONE 'America/Los_Angeles')::date
+    SELECT {", ".join(COLUMNS)}, month
     FROM usage_staging
-    WHERE ({GUARD_BOUNDARY.format(t="occurred_at")}) IS NULL OR event_id IN (SELECT event_id FROM claimed)
+    WHERE boundary IS NULL OR event_id IN (SELECT event_id FROM claimed)
     ORDER BY event_id
     ON CONFLICT (event_id, month) DO NOTHING
     RETURNING event_id, project_id, api_key_id, model_id, kind, status_code, occurred_at,
@@ -620,13 +608,14 @@ def _store_postgres(rows: list[tuple]) -> list[str]:
     lines = pending_lines(rows)
     with connection.cursor() as cursor:
         cursor.execute(PREPARE_STAGING)
-        types = _column_types(cursor, "usage_usageevent", COLUMNS)
+        types = [*_column_types(cursor, "usage_usageevent", COLUMNS), "date", "date"]
         line_types = _column_types(cursor, "usage_pendingcharge", PENDING_KEY + PENDING_SUMS)
+        zones = partitions.Zones()
         raw = cursor.cursor  # psycopg 3: COPY is much faster than INSERT for a batch
-        with raw.copy(f"COPY usage_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        with raw.copy(f"COPY usage_staging ({', '.join(COLUMNS)}, month, boundary) FROM STDIN") as copy:
             copy.set_types(types)
             for row in rows:
-                copy.write_row(row)
+                copy.write_row((*row, *zones.of(row[12])))
         if lines:
             with raw.copy(f"COPY pending_staging ({', '.join(PENDING_KEY + PENDING_SUMS)}) FROM STDIN") as copy:
                 copy.set_types(line_types)

@@ -23,7 +23,6 @@ from billing.statements import month_of, month_start, next_month
 from studio.models import AuditEvent
 from tests.concurrency import at_once
 from tests.factories import make_billed_project, make_key, make_project, make_staff, make_user
-from usage import ingest as ingest_module
 from usage import partitions
 from usage.charging import charge_account
 from usage.ingest import ingest
@@ -111,6 +110,7 @@ def test_the_replay_window_is_counted_in_absolute_time_across_daylight_saving():
 
 
 def test_zones_agree_with_month_of_and_guard_boundary():
+    """Ingestion stages each event with its month and boundary from Zones (usage.ingest._store_postgres)."""
     rng = random.Random(14)
     start = utc(2031, 1, 1)
     moments = [start + timedelta(seconds=rng.uniform(0, 366 * 86400)) for _ in range(5000)]
@@ -118,27 +118,6 @@ def test_zones_agree_with_month_of_and_guard_boundary():
     zones = Zones()
 
     assert [zones.of(moment) for moment in moments] == [(month_of(m), guard_boundary(m)) for m in moments]
-
-
-@pytest.mark.postgres
-def test_ingestions_sql_boundary_is_guard_boundary(db):
-    """Ingestion computes the boundary of each staged event in SQL (usage.ingest.GUARD_BOUNDARY): the same answer as
-    guard_boundary at the window's edges (microseconds either side), across both daylight-saving changes, and at
-    random moments of a year, whatever the session's time zone (an interval of days would follow its clock)."""
-    rng = random.Random(10)
-    moments = [utc(2031, 1, 1) + timedelta(seconds=rng.uniform(0, 366 * 86400)) for _ in range(2000)]
-    window, micro = timedelta(days=7, minutes=5), timedelta(microseconds=1)
-    for month in (date(2031, 3, 1), date(2031, 4, 1), NOVEMBER, DECEMBER, date(2032, 1, 1)):
-        start = month_start(month).astimezone(UTC)
-        for edge in (start - window, start, start + window):
-            moments += [edge - micro, edge, edge + micro]
-    with connection.cursor() as cursor:
-        for zone in ("UTC", "America/Los_Angeles", "Asia/Tokyo"):
-            cursor.execute(f"SET LOCAL TIME ZONE '{zone}'")
-            cursor.execute(
-                f"SELECT {ingest_module.GUARD_BOUNDARY.format(t='t')} FROM unnest(%s::timestamptz[]) AS t", [moments]
-            )
-            assert [boundary for (boundary,) in cursor.fetchall()] == [guard_boundary(m) for m in moments], zone
 
 
 # The rule at a month boundary (both databases; PostgreSQL also shows the partitions and claims)
