@@ -78,7 +78,7 @@ def seed(total_events: int, project_count: int) -> dict:
         _coarser(cursor, DENIAL, "day", "hour", "model_id, quota_id, count")
         print(f"  hour and day rollups: {time.perf_counter() - start:.0f} s")
         start = time.perf_counter()
-        # The busiest minute of each hour (UsagePeak), as ingestion keeps it: computed from the minute rollups by the
+        # The busiest minute of each hour (UsagePeak), as usage.fold keeps it: computed from the minute rollups by the
         # statement of the migration that added it.
         cursor.execute(importlib.import_module("usage.migrations.0008_usage_peaks").BACKFILL)
         print(f"  hour peaks: {time.perf_counter() - start:.0f} s")
