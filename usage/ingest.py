@@ -54,7 +54,16 @@ from zoneinfo import ZoneInfo
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 from billing.models import BillingPeriod
 from studio.models import ActorKind, ApiKey, AuditEvent, StudioKeyLink
@@ -91,6 +100,16 @@ KINDS = ("generate", "count_tokens", "batch", "cache_storage")
 RESERVATION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
+def _in_utc(moment: datetime) -> datetime:
+    """The same instant with the standard library's UTC: pydantic's own tzinfo makes every later comparison with a
+    database datetime, and every .timestamp(), call back into it (0.7 against 0.07 µs), several times per event."""
+    return moment.astimezone(UTC)
+
+
+# An RFC 3339 time with an offset, kept in UTC.
+Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -108,7 +127,7 @@ class _Event(BaseModel):
     source: Literal["api", "studio"] = Field(
         "api", description="`studio`: usage of the studio itself, billed only through a key linked to the studio."
     )
-    occurred_at: AwareDatetime = Field(
+    occurred_at: Moment = Field(
         description="When it happened: RFC 3339 with a UTC offset, at most 7 days ago and 5 minutes ahead. "
         "Rated at the prices in force then.",
         examples=["2026-11-28T05:00:00Z"],
