@@ -2,11 +2,12 @@
 on the demo projects so that the Usage & Limits dashboard tells a story after `make run`. Idempotent.
 
 The history is written through ingestion (`usage.ingest.ingest`), a week at a time with `now` at
-the week's end (ingestion accepts events up to 7 days old), so events, rollups and pending charges
-are exactly what the fleet would have produced; each week's billed usage is then charged the way the
-`charge_usage` job would have charged it, dated at the week's end. Event ids are derived from the
-project and the hour ("demo-<project>-<UTC hour>-<n>"), and the history ends where the demo was
-first seeded (see `history_end`), so a second seed inserts nothing and charges nothing.
+the week's end (ingestion accepts events up to 7 days old), so events, rollups (folded at the end,
+usage.fold) and pending charges are exactly what the fleet would have produced; each week's billed
+usage is then charged the way the `charge_usage` job would have charged it, dated at the week's end.
+Event ids are derived from the project and the hour ("demo-<project>-<UTC hour>-<n>"), and the
+history ends where the demo was first seeded (see `history_end`), so a second seed inserts nothing
+and charges nothing.
 
 The story (`STORIES`): the Checkout assistant grows threefold over the 90 days on office hours in
 Los Angeles, dips at weekends and had an incident `ERROR_SPIKE_DAYS_AGO` (three hours of mostly 5xx
@@ -43,6 +44,7 @@ from studio.models import ApiKey, Project, Tier
 from usage import charging
 from usage.admission import quota_ids
 from usage.denials import record_past
+from usage.fold import fold
 from usage.ingest import MAX_BATCH, OLDEST, ingest
 from usage.models import FleetToken, UsageEvent
 from usage.statements import issue_for_account
@@ -213,6 +215,7 @@ def seed_history() -> int:
         ).values_list("account_id", flat=True)
     )
     inserted = _ingest_by_week(events, end - timedelta(days=HISTORY_DAYS), end, billed)
+    fold()  # PostgreSQL: the last batches' minute sums into the rollups now, not at the next charge run
     if UsageEvent.objects.filter(event_id=marker).exists():  # new in this run: denials are added up, not keyed
         _record_rpd_denials(end)
     return inserted

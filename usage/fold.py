@@ -11,15 +11,17 @@ deltas to the next one.
 One fold at a time (a transaction-level advisory lock): the fold is then the only writer of the rollups, so the
 minute totals its peak statement reads, after its own upsert, are final for every delta folded so far, and a peak
 is the largest of them (a minute's total only grows, and every fold that grows one raises its hour's peak to it).
+(Two folds would wait for each other anyway: the second's DELETE, which scans every row, meets the rows the first
+deleted and waits for its commit. The lock makes that explicit, and lets a process skip instead of waiting.)
 
 When: after a batch is stored, by the process that stored it, at most every ROLLUP_FOLD_SECONDS per process, and
 only if no other fold is running (`fold_if_due`: a fold under way will take what it can see, and the next batch
 the rest). So under traffic the rollups lag the events by about ROLLUP_FOLD_SECONDS, and many batches' sums to one
 bucket become one update (the cost per batch falls as traffic grows). The folding process also vacuums the deltas'
 table every VACUUM_EVERY_SECONDS: emptied every few seconds, it would otherwise grow by a minute of traffic between
-autovacuum's visits, and every fold would scan it whole. The charge job folds too (`fold`, waiting for
-the lock), so the last batches of a burst are rolled up within CHARGE_INTERVAL_SECONDS. Tests use 0: every batch is
-folded as it is stored.
+autovacuum's visits, and every fold would scan it whole. The charge job folds too (unless a fold is under way, which
+takes what it can see: it never waits for one), so the last batches of a burst are rolled up within
+CHARGE_INTERVAL_SECONDS. Tests use 0: every batch is folded as it is stored.
 
 SQLite keeps the rollups and peaks in the ingestion transaction itself (usage.ingest._store_orm): one writer.
 """
@@ -29,7 +31,7 @@ import math
 import time
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import Error, connection, transaction
 
 from usage.peaks import RAISE_FOLDED_PEAKS
 
@@ -110,17 +112,19 @@ def fold_if_due() -> None:
     try:
         if fold(wait=False) is not None:
             _vacuum_if_due(now)
-    except DatabaseError as error:
+    except Error as error:  # DatabaseError, and InterfaceError (a closed connection), which is not one
         log.warning("usage fold failed (%s); its rows wait for the next fold", " ".join(str(error).split()))
 
 
 def _vacuum_if_due(now: float) -> None:
     """VACUUM the deltas' table at most every VACUUM_EVERY_SECONDS per process, so that its dead rows are reclaimed
-    and new ones fill the same few pages; skipped inside a transaction (where VACUUM cannot run) and when another
-    vacuum of it is under way (SKIP_LOCKED). It only waits for nothing and blocks nothing: inserts and folds go on."""
+    and new ones fill the same few pages. Skipped inside a transaction (where VACUUM cannot run) and when another
+    vacuum of it is under way (SKIP_LOCKED). Without truncating the table's empty end: that needs a lock that every
+    ingesting transaction conflicts with, which VACUUM would wait up to 5 s for (the migration also sets
+    vacuum_truncate off for autovacuum). So it takes only a SHARE UPDATE EXCLUSIVE lock: inserts and folds go on."""
     global _last_vacuum
-    if now - _last_vacuum < VACUUM_EVERY_SECONDS or connection.in_atomic_block:
+    if now - _last_vacuum < VACUUM_EVERY_SECONDS or connection.in_atomic_block or not connection.get_autocommit():
         return
     _last_vacuum = now
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM (SKIP_LOCKED) usage_rollupdelta")
+        cursor.execute("VACUUM (SKIP_LOCKED, TRUNCATE false) usage_rollupdelta")

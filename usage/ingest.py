@@ -466,7 +466,8 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
 
 
 def _store(rows: list[tuple]) -> list[str]:
-    """Insert new events (tuples in COLUMNS order) and add them to the rollups; returns the ids of the new ones."""
+    """Insert new events (tuples in COLUMNS order) and what they add to the rollups (PostgreSQL: appended, then
+    folded by usage.fold); returns the ids of the new ones."""
     rows.sort(key=lambda row: row[0])  # by event_id: one lock order for concurrent batches
     attempt, repaired = 0, False
     while True:

@@ -195,8 +195,72 @@ def test_a_batch_not_yet_committed_is_folded_once_it_is(every):
     assert stored_peaks() == [(FLASH, "11-03 10:00", 3, 3000)]
 
 
+def waiting_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fold_waits_for_one_under_way_and_sees_its_minutes(every):
+    """Fold 1 rolls up key a's 3 requests at 10:07 (the hour's peak: 3) and has not committed when key b's 2 requests
+    at 10:07 are stored. Fold 2 waits for fold 1, then reads the minute's total with a's rows in it: the peak is 5.
+    Were they to run side by side, fold 2 would read b's rows alone (2) and the peak would stay at 3. Two things make
+    it wait, each enough: the fold lock, and fold 2's DELETE meeting the rows fold 1 deleted (it scans them all)."""
+    project = make_project(make_user())
+    a, b = make_key(project)[0], make_key(project)[0]
+    every(3600, just_folded=True)  # no fold on the way out: the test folds
+    ingest([request(a, f"a{n}", at(10, 7, n)) for n in range(3)], now=NOW)
+    folded, release, results, errors = threading.Event(), threading.Event(), [], []
+
+    def first_fold():
+        try:
+            with transaction.atomic():
+                results.append(fold())
+                folded.set()
+                release.wait(timeout=30)
+        except BaseException as error:  # collected for the assertion below
+            errors.append(error)
+            folded.set()
+        finally:
+            connection.close()
+
+    def second_fold():
+        try:
+            results.append(fold())
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=first_fold)
+    first.start()
+    assert folded.wait(timeout=30)
+    ingest([request(b, f"b{n}", at(10, 7, 30 + n), tokens=600) for n in range(2)], now=NOW)
+    second = threading.Thread(target=second_fold)
+    second.start()
+    for _ in range(1000):  # until fold 2 waits for fold 1
+        if waiting_for_a_lock() or not second.is_alive():
+            break
+        time.sleep(0.01)
+    waited = waiting_for_a_lock()
+    release.set()
+    first.join()
+    second.join()
+
+    assert errors == []
+    assert waited
+    assert results == [1, 1]
+    assert stored_peaks() == [(FLASH, "11-03 10:00", 5, 4200)]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_folds_roll_every_row_up_once(every):
+    """Each delta once, whichever fold takes it (this holds by the rows' own locks; the fold lock is for the peaks,
+    above)."""
     from tests.concurrency import at_once
 
     project = make_project(make_user())

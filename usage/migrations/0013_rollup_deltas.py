@@ -7,11 +7,13 @@ from django.db import migrations, models
 
 def vacuum_often(apps, schema_editor):
     """The table is emptied every few seconds (usage.fold deletes what it rolls up): vacuum it by the number of dead
-    rows, not by a share of a table that is always nearly empty, so that inserts reuse its pages."""
+    rows, not by a share of a table that is always nearly empty, so that inserts reuse its pages; and never truncate
+    its empty end, which needs a lock that every ingesting transaction conflicts with (a vacuum would wait for it)."""
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(
             "ALTER TABLE usage_rollupdelta SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 20000,"
-            " autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 20000)"
+            " autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 20000,"
+            " vacuum_truncate = false)"
         )
 
 

@@ -19,8 +19,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         # The usage pages read the rollups: after the last batch of a burst, this is what rolls it up (usage.fold).
+        # Never waiting for a fold under way (a long one, or a demo seed's transaction holding the lock, must not
+        # stop charging): that one takes what it can see, and the next run the rest.
         try:
-            folded = fold()
+            folded = fold(wait=False)
         except DatabaseError:
             log.exception("usage fold failed; its rows wait for the next fold")
         else:
