@@ -5,11 +5,11 @@ partition is exactly one statement month (`usage_usageevent_p202612` holds Decem
 is (event_id, month): a replay is refused by the database anywhere in its month. A replay whose occurred_at moved
 across a month start is caught by a second table, `usage_usageeventguard` (boundary, event_id), partitioned by
 boundary: ingestion claims there the id of every event within REPLAY_WINDOW of a month start (usage.ingest, the
-boundary from `Zones`, which agrees with `guard_boundary`), so two reports of one event that could both be accepted at the same moment meet in one unique
-index, concurrent or not; a claim whose event turns out to be stored in its month already is given back in the same
-transaction, so every claim stands for a stored event. The rule, exactly (docs/ARCHITECTURE.md, "How it scales"): a
-report is a duplicate iff an event with its id is stored with the same month, or both lie within REPLAY_WINDOW of
-the same month start.
+boundary from `Zones`, which agrees with `guard_boundary`), so two reports of one event that could both be accepted
+at the same moment meet in one unique index, concurrent or not; a claim whose event turns out to be stored in its
+month already is given back in the same transaction, so every claim stands for a stored event. The rule, exactly
+(docs/ARCHITECTURE.md, "How it scales"): a report is a duplicate iff an event with its id is stored with the same
+month, or both lie within REPLAY_WINDOW of the same month start.
 
 Partitions are made ahead by the `ensure_usage_partitions` job (the current month, the one before while late
 events for it are still accepted, and USAGE_PARTITIONS_AHEAD more) and, should one still be missing, by ingestion
