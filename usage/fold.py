@@ -61,14 +61,13 @@ WITH taken AS (
     SELECT * FROM buckets ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (granularity, bucket_start, project_id, api_key_id, model_id) DO UPDATE SET
         {", ".join(f"{name} = usage_usagerollup.{name} + EXCLUDED.{name}" for name in SUMS)}
-    RETURNING 1
 ), minutes AS (
     -- The minutes whose request counts grew: their hours' peaks are raised next (cache storage adds no request).
     INSERT INTO fold_minutes (project_id, model_id, minute)
     SELECT DISTINCT project_id, model_id, bucket_start FROM taken WHERE requests > 0
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM rolled), (SELECT count(*) FROM minutes)
+SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM minutes)
 """  # noqa: S608 - only constant column names are interpolated
 
 # The table is emptied by every fold, faster than autovacuum (at most once a minute per database) comes by: without a
@@ -93,7 +92,7 @@ def fold(*, wait: bool = True) -> int | None:
                 return None
         cursor.execute(PREPARE)
         cursor.execute(FOLD)
-        taken, _, minutes = cursor.fetchone()
+        taken, minutes = cursor.fetchone()
         if minutes:
             cursor.execute(RAISE_FOLDED_PEAKS)
     return taken

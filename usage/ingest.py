@@ -12,9 +12,9 @@ REPLAY_WINDOW of a month start first claim their id near that boundary (`usage_u
 each event's month and boundary are computed in Python and staged with it), so that a replay whose
 occurred_at moved into the next or previous month is a replay too. The insert adds what each new
 billed event costs to its statement line in `PendingCharge` (usage.charging moves it to the ledger);
-the lines come summed from Python (`pending_lines`) unless some events of the batch were replays. Elsewhere (SQLite, the
-embedded default) the same result comes from the ORM, which updates the rollups and usage.peaks the
-hourly peaks in the ingestion transaction itself.
+the lines come summed from Python (`pending_lines`) unless some events of the batch were replays.
+Elsewhere (SQLite, the embedded default) the same result comes from the ORM, which updates the
+rollups and usage.peaks the hourly peaks in the ingestion transaction itself.
 
 Whether an event is billed, and to which billing account, is decided by the state when it
 occurred, not when it is reported (SPEC §9): the project's `BillingPeriod` in force at
@@ -569,7 +569,7 @@ WITH claimed AS (
               audio_input_tokens, cached_audio_tokens,
               account_id, price_id, long_prompt, cost_input, cost_output, cost_cached, cost_storage,
               cost_audio, cost_cached_audio
-), rolled AS (
+), appended AS (
     -- What the new events add to each UTC minute, appended for usage.fold to roll up (no row is shared with a
     -- concurrent batch, so nothing waits).
     INSERT INTO usage_rollupdelta (bucket_start, project_id, api_key_id, model_id, {", ".join(SUMS)})
@@ -618,7 +618,7 @@ WITH claimed AS (
         last_occurred_at = GREATEST(usage_pendingcharge.last_occurred_at, EXCLUDED.last_occurred_at)
     RETURNING 1
 )
-SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM rolled), (SELECT count(*) FROM pending),
+SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM appended), (SELECT count(*) FROM pending),
        array(SELECT boundary FROM claimed WHERE event_id NOT IN (SELECT event_id FROM inserted) ORDER BY event_id),
        array(SELECT event_id FROM claimed WHERE event_id NOT IN (SELECT event_id FROM inserted) ORDER BY event_id)
 """  # noqa: S608 - only constant column names are interpolated

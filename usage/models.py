@@ -16,6 +16,15 @@ MONEY = {"max_digits": 14, "decimal_places": 6, "null": True, "blank": True}  # 
 COST = {"max_digits": 20, "decimal_places": 9, "default": 0}  # USD, rated to the nano-dollar
 
 
+def unchecked_key(to, *, null: bool = False, db_index: bool = False) -> models.ForeignKey:
+    """A foreign key of the usage tables that carries no database constraint (checked at commit, per row, it costs more
+    than the insert): ingestion checks every reference itself, and keys, projects, models, prices and accounts are
+    never deleted. No index unless asked for: these tables keep only the indexes the console reads with."""
+    return models.ForeignKey(
+        to, on_delete=models.DO_NOTHING, null=null, related_name="+", db_constraint=False, db_index=db_index
+    )
+
+
 class CatalogModel(models.Model):
     model_id = models.CharField(_("model ID"), max_length=64, primary_key=True)
     display_name = models.CharField(_("name"), max_length=100)
@@ -182,23 +191,12 @@ class UsageEvent(models.Model):
     per month, and once across a month boundary within the replay window (docs/ARCHITECTURE.md, "How it scales").
     """
 
-    # The hot table: ingestion checks every reference itself before writing (usage.ingest._rate),
-    # and keys, projects, models and prices are never deleted, so the foreign keys carry no
-    # database constraint (checked at commit, 4 per row, they cost more than the insert) and only
-    # the indexes the console reads with (bench/README.md).
+    # The hot table: its references are `unchecked_key`s (ingestion checks them in usage.ingest._rate).
     event_id = models.CharField(max_length=100)
-    project = models.ForeignKey(
-        "studio.Project", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
-    api_key = models.ForeignKey(
-        "studio.ApiKey", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
-    model = models.ForeignKey(
-        CatalogModel, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
-    price = models.ForeignKey(
-        Price, on_delete=models.DO_NOTHING, null=True, related_name="+", db_constraint=False, db_index=False
-    )
+    project = unchecked_key("studio.Project")
+    api_key = unchecked_key("studio.ApiKey")
+    model = unchecked_key(CatalogModel)
+    price = unchecked_key(Price, null=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     source = models.CharField(max_length=8, choices=Source.choices)
     status_code = models.PositiveSmallIntegerField()
@@ -216,14 +214,7 @@ class UsageEvent(models.Model):
     billable = models.BooleanField()
     counts_against_quota = models.BooleanField()
     # Who paid: the account the project was billed to when the event occurred (null: not billed).
-    account = models.ForeignKey(
-        "billing.BillingAccount",
-        on_delete=models.DO_NOTHING,
-        null=True,
-        related_name="+",
-        db_constraint=False,
-        db_index=False,
-    )
+    account = unchecked_key("billing.BillingAccount", null=True)
     long_prompt = models.BooleanField(default=False)  # rated at the long-prompt prices
     cost = models.DecimalField(**COST)
     cost_input = models.DecimalField(**COST)
@@ -296,15 +287,9 @@ class RollupDelta(models.Model):
     Append-only and short-lived: no index but the key, no constraint."""
 
     bucket_start = models.DateTimeField()  # the UTC minute
-    project = models.ForeignKey(
-        "studio.Project", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
-    api_key = models.ForeignKey(
-        "studio.ApiKey", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
-    model = models.ForeignKey(
-        CatalogModel, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
+    project = unchecked_key("studio.Project")
+    api_key = unchecked_key("studio.ApiKey")
+    model = unchecked_key(CatalogModel)
     requests = models.BigIntegerField()
     errors = models.BigIntegerField()
     server_errors = models.BigIntegerField()
@@ -331,12 +316,8 @@ class UsagePeak(models.Model):
     Limits tab reads one row per hour instead of every key's minutes (usage.queries._minute_peaks). Like the events',
     the foreign keys carry no database constraint (projects and models are never deleted)."""
 
-    project = models.ForeignKey(
-        "studio.Project", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
-    model = models.ForeignKey(
-        CatalogModel, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
+    project = unchecked_key("studio.Project")
+    model = unchecked_key(CatalogModel)
     hour = models.DateTimeField()
     requests = models.BigIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
@@ -362,16 +343,10 @@ class PendingCharge(models.Model):
     What is left after a charge is less than one micro-dollar and waits for more usage of the line.
     """
 
-    account = models.ForeignKey(
-        "billing.BillingAccount", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
-    )
-    project = models.ForeignKey(
-        "studio.Project", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
-    model = models.ForeignKey(
-        CatalogModel, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
-    price = models.ForeignKey(Price, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False)
+    account = unchecked_key("billing.BillingAccount", db_index=True)
+    project = unchecked_key("studio.Project")
+    model = unchecked_key(CatalogModel)
+    price = unchecked_key(Price)
     month = models.DateField()  # the first day of the Pacific month the usage occurred in
     sku = models.CharField(max_length=20)  # billing.models.Sku
     batch = models.BooleanField()
@@ -406,12 +381,8 @@ class QuotaDenial(models.Model):
 
     granularity = models.CharField(max_length=6, choices=Granularity.choices)
     bucket_start = models.DateTimeField()
-    project = models.ForeignKey(
-        "studio.Project", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
-    model = models.ForeignKey(
-        CatalogModel, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
+    project = unchecked_key("studio.Project")
+    model = unchecked_key(CatalogModel)
     quota_id = models.CharField(_("quota ID"), max_length=100)
     count = models.BigIntegerField(_("requests denied"), default=0)
 

@@ -4,15 +4,15 @@ every ROLLUP_FOLD_SECONDS per process; the charge job folds what is left after a
 
 import logging
 import math
-import threading
 import time
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, connections, transaction
+from django.db import connection, connections
 
 import usage.fold
+from tests.concurrency import Background, at_once
 from tests.factories import make_key, make_project, make_user
 from tests.usage.test_peaks import FLASH, NOW, at, request, stored_peaks
 from usage.fold import LOCK, fold
@@ -163,31 +163,16 @@ def test_a_batch_not_yet_committed_is_folded_once_it_is(every):
     project = make_project(make_user())
     a, b = make_key(project)[0], make_key(project)[0]
     every(3600, just_folded=True)  # no fold on the way out: the test folds
-    stored, release, errors = threading.Event(), threading.Event(), []
-
-    def open_batch():
-        try:
-            with transaction.atomic():
-                ingest([request(a, "a1", at(10, 7)), request(a, "a2", at(10, 7))], now=NOW)
-                stored.set()
-                release.wait(timeout=30)
-        except BaseException as error:  # collected for the assertion below
-            errors.append(error)
-            stored.set()
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=open_batch)
-    thread.start()
-    assert stored.wait(timeout=30)
+    batch = Background(
+        lambda: ingest([request(a, "a1", at(10, 7)), request(a, "a2", at(10, 7))], now=NOW), hold_open=True
+    )
     ingest([request(b, "b1", at(10, 7))], now=NOW)
 
     assert fold() == 1  # b's only: a's is not committed
-    release.set()
-    thread.join()
+    batch.finish()
     assert fold() == 1
 
-    assert errors == []
+    assert batch.errors == []
     assert [row for row in rolled_up() if row[0] == "minute"] == [
         ("minute", "11-03 10:07", a.pk, 2, 2000),
         ("minute", "11-03 10:07", b.pk, 1, 1000),
@@ -214,46 +199,20 @@ def test_a_fold_waits_for_one_under_way_and_sees_its_minutes(every):
     a, b = make_key(project)[0], make_key(project)[0]
     every(3600, just_folded=True)  # no fold on the way out: the test folds
     ingest([request(a, f"a{n}", at(10, 7, n)) for n in range(3)], now=NOW)
-    folded, release, results, errors = threading.Event(), threading.Event(), [], []
-
-    def first_fold():
-        try:
-            with transaction.atomic():
-                results.append(fold())
-                folded.set()
-                release.wait(timeout=30)
-        except BaseException as error:  # collected for the assertion below
-            errors.append(error)
-            folded.set()
-        finally:
-            connection.close()
-
-    def second_fold():
-        try:
-            results.append(fold())
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
-    first = threading.Thread(target=first_fold)
-    first.start()
-    assert folded.wait(timeout=30)
+    first = Background(fold, hold_open=True)
     ingest([request(b, f"b{n}", at(10, 7, 30 + n), tokens=600) for n in range(2)], now=NOW)
-    second = threading.Thread(target=second_fold)
-    second.start()
+    second = Background(fold)
     for _ in range(1000):  # until fold 2 waits for fold 1
         if waiting_for_a_lock() or not second.is_alive():
             break
         time.sleep(0.01)
     waited = waiting_for_a_lock()
-    release.set()
-    first.join()
-    second.join()
+    first.finish()
+    second.finish()
 
-    assert errors == []
+    assert first.errors + second.errors == []
     assert waited
-    assert results == [1, 1]
+    assert (first.result, second.result) == (1, 1)
     assert stored_peaks() == [(FLASH, "11-03 10:00", 5, 4200)]
 
 
@@ -261,7 +220,6 @@ def test_a_fold_waits_for_one_under_way_and_sees_its_minutes(every):
 def test_concurrent_folds_roll_every_row_up_once(every):
     """Each delta once, whichever fold takes it (this holds by the rows' own locks; the fold lock is for the peaks,
     above)."""
-    from tests.concurrency import at_once
 
     project = make_project(make_user())
     key = make_key(project)[0]
