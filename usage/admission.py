@@ -6,7 +6,6 @@ records each of them (model × quota id × minute) in the same call that decides
 moves them to the dashboard's QuotaDenial rows.
 """
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -172,7 +171,7 @@ def spend_estimate(model, price, *, kind: str, input_tokens: int) -> int:
         studio=False,
         studio_key_linked=False,
     )
-    return math.ceil(rated.cost * MICRO)
+    return -(-rated.cost_nanos // 1000)  # nano-dollars, rounded up
 
 
 def override_of(project, model_id: str, overrides=None) -> tuple[int | None, int | None, int | None] | None:

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from usage.models import CatalogModel, Price, RateLimit, SpendLimit
+from usage.rating import Tariff, tariff
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Catalog:
     spend_limits: dict[str, SpendLimit]  # tier
     prices: dict[str, list[Price]]  # model id -> versions, newest first
     loaded_at: float
+    tariffs: dict[int, Tariff]  # price version pk -> its prices for usage.rating (integers)
 
     def price_at(self, model_id: str, moment):
         for price in self.prices.get(model_id, ()):  # newest first: usually the first one
@@ -44,12 +46,14 @@ def load() -> Catalog:
     prices: dict[str, list[Price]] = {}
     for price in Price.objects.order_by("-effective_from"):
         prices.setdefault(price.model_id, []).append(price)
+    models = {m.model_id: m for m in CatalogModel.objects.all()}
     return Catalog(
-        models={m.model_id: m for m in CatalogModel.objects.all()},
+        models=models,
         rate_limits={(r.tier, r.model_id): r for r in RateLimit.objects.all()},
         spend_limits={s.tier: s for s in SpendLimit.objects.filter(enabled=True)},
         prices=prices,
         loaded_at=time.monotonic(),
+        tariffs={price.pk: tariff(price, models[model]) for model, versions in prices.items() for price in versions},
     )
 
 

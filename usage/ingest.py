@@ -72,7 +72,7 @@ from usage.catalog import get_catalog
 from usage.fold import SUMS, fold_if_due
 from usage.models import PendingCharge, UsageEvent, UsageRollup
 from usage.peaks import update_peaks
-from usage.rating import rate
+from usage.rating import rate, usd
 from usage.settlement import settle_after_commit
 
 log = logging.getLogger(__name__)
@@ -275,12 +275,12 @@ def ingest(raw_events: list, *, now: datetime | None = None, reporter=None) -> R
             if event.reservation_id is not None:
                 reservations[event.event_id] = event.reservation_id
 
-    rows = _rate(valid, report, received_at=now)
+    rows = _rate(valid, report)
     if rows:
-        inserted = _store(rows)
+        inserted = _store(rows, received_at=now)
         report.accepted = len(inserted)
         report.duplicates += len(rows) - len(inserted)
-        settle_after_commit(rows, COLUMNS, inserted, reservations)  # new events only: a replay changes nothing
+        settle_after_commit(rows, ROW, inserted, reservations)  # new events only: a replay changes nothing
     if reporter is not None and report.accepted:
         AuditEvent.record(
             actor=None,
@@ -371,7 +371,7 @@ class _History:
         return any(start <= moment and (end is None or moment < end) for start, end in self.studio.get(key_id, ()))
 
 
-def _rate(valid, report: Report, *, received_at) -> list[tuple]:
+def _rate(valid, report: Report) -> list[tuple]:
     # Three columns, not model instances: a batch may name a thousand keys.
     keys = {
         pk: _Key(pk, project_id, revoked_at)
@@ -380,6 +380,7 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
         )
     }
     catalog = get_catalog()
+    tariffs = catalog.tariffs
     history = _History(keys)
 
     rows = []
@@ -426,11 +427,12 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
             cached_audio_tokens=event.cached_audio_tokens,
             price=price,
             model=model,
+            prices=tariffs[price.id],
             paid_project=account_id is not None,
             studio=event.source == "studio",
             studio_key_linked=event.source == "studio" and history.studio_linked(key.id, event.occurred_at),
         )
-        # A plain tuple in COLUMNS order: building model instances cost more than rating (bench/README.md).
+        # A plain tuple in ROW order: building model instances cost more than rating (bench/README.md).
         rows.append(
             (
                 event.event_id,
@@ -444,20 +446,19 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
                 event.input_tokens,
                 event.output_tokens,
                 event.cached_tokens,
-                event.cache_token_hours,
+                event.cache_token_hours or 0,  # an int 0 rather than Decimal 0: COPY writes it 10× faster
                 event.occurred_at,
-                received_at,
                 rated.billable,
                 rated.counts_against_quota,
-                rated.cost,
-                rated.cost_input,
-                rated.cost_output,
-                rated.cost_cached,
-                rated.cost_storage,
+                rated.cost_nanos,
+                rated.input_nanos,
+                rated.output_nanos,
+                rated.cached_nanos,
+                rated.storage_nanos,
                 event.audio_input_tokens,
                 event.cached_audio_tokens,
-                rated.cost_audio,
-                rated.cost_cached_audio,
+                rated.audio_nanos,
+                rated.cached_audio_nanos,
                 account_id if rated.billable else None,
                 rated.long_prompt,
             )
@@ -465,8 +466,8 @@ def _rate(valid, report: Report, *, received_at) -> list[tuple]:
     return rows
 
 
-def _store(rows: list[tuple]) -> list[str]:
-    """Insert new events (tuples in COLUMNS order) and what they add to the rollups (PostgreSQL: appended, then
+def _store(rows: list[tuple], *, received_at: datetime) -> list[str]:
+    """Insert new events (tuples in ROW order) and what they add to the rollups (PostgreSQL: appended, then
     folded by usage.fold); returns the ids of the new ones."""
     rows.sort(key=lambda row: row[0])  # by event_id: one lock order for concurrent batches
     attempt, repaired = 0, False
@@ -475,10 +476,10 @@ def _store(rows: list[tuple]) -> list[str]:
         try:
             with transaction.atomic():
                 if connection.vendor == "postgresql":
-                    inserted = _store_postgres(rows)
+                    inserted = _store_postgres(rows, received_at)
                 else:
-                    inserted = _store_orm(rows)
-                    update_peaks(rows, inserted, COLUMNS)
+                    inserted = _store_orm(rows, received_at)
+                    update_peaks(rows, inserted, ROW)
             if inserted:
                 fold_if_due()  # the batch is stored: roll it up (with others), unless that was done a moment ago
             return inserted
@@ -515,12 +516,24 @@ def _store(rows: list[tuple]) -> list[str]:
             time.sleep(pause)
 
 
-COLUMNS = [
+# A rated event, as ingestion passes it on (COPY, pending_lines, usage.settlement, usage.peaks): a plain tuple. Costs
+# are whole nano-dollars (usage.rating), the event's USD columns are computed from them in SQL (EVENT_VALUES).
+ROW = [
     "event_id", "project_id", "api_key_id", "model_id", "price_id", "kind", "source", "status_code",
-    "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours", "occurred_at", "received_at",
-    "billable", "counts_against_quota", "cost", "cost_input", "cost_output", "cost_cached", "cost_storage",
-    "audio_input_tokens", "cached_audio_tokens", "cost_audio", "cost_cached_audio", "account_id", "long_prompt",
+    "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours", "occurred_at",
+    "billable", "counts_against_quota", "cost_nanos", "input_nanos", "output_nanos", "cached_nanos", "storage_nanos",
+    "audio_input_tokens", "cached_audio_tokens", "audio_nanos", "cached_audio_nanos", "account_id", "long_prompt",
 ]  # fmt: skip
+# The event table's columns that ingestion writes (besides the partition key, month), and each one's value.
+NANOS_OF = {
+    "cost": "cost_nanos", "cost_input": "input_nanos", "cost_output": "output_nanos", "cost_cached": "cached_nanos",
+    "cost_storage": "storage_nanos", "cost_audio": "audio_nanos", "cost_cached_audio": "cached_audio_nanos",
+}  # fmt: skip
+COLUMNS = [name for name in ROW if name not in NANOS_OF.values()] + ["received_at", *NANOS_OF]
+EVENT_VALUES = [
+    "%(received_at)s" if name == "received_at" else f"{NANOS_OF[name]} * 0.000000001" if name in NANOS_OF else name
+    for name in COLUMNS
+]
 # The rollups' sums are usage.fold.SUMS. Audio stays its own SKU in them (its tokens are also in input_tokens and
 # cached_tokens).
 
@@ -528,12 +541,13 @@ COLUMNS = [
 PENDING_KEY = ["account_id", "project_id", "model_id", "price_id", "month", "sku", "batch", "long_prompt"]
 PENDING_SUMS = ["quantity", "amount_nanos", "events", "first_occurred_at", "last_occurred_at"]
 
-# The batch as COPY sends it: COLUMNS, then each event's month (the partition key) and the month start whose
+# The batch as COPY sends it (binary): ROW, then each event's month (the partition key) and the month start whose
 # REPLAY_WINDOW it lies in, if any (usage.partitions.Zones, in Python: in SQL, with their time-zone conversions,
-# they cost about a third of the statement).
+# they cost about a third of the statement). The event table's types, nano-dollars as bigint.
+STAGED = [name if name in COLUMNS else f"0::bigint AS {name}" for name in ROW]
 CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS usage_staging ON COMMIT DELETE ROWS
-AS SELECT {", ".join(COLUMNS)}, month, month AS boundary FROM usage_usageevent WITH NO DATA
+AS SELECT {", ".join(STAGED)}, month, month AS boundary FROM usage_usageevent WITH NO DATA
 """  # noqa: S608 - constant column names
 CREATE_PENDING_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS pending_staging ON COMMIT DELETE ROWS
@@ -559,7 +573,7 @@ WITH claimed AS (
     RETURNING boundary, event_id
 ), inserted AS (
     INSERT INTO usage_usageevent ({", ".join(COLUMNS)}, month)
-    SELECT {", ".join(COLUMNS)}, month
+    SELECT {", ".join(EVENT_VALUES)}, month
     FROM usage_staging
     WHERE boundary IS NULL OR event_id IN (SELECT event_id FROM claimed)
     ORDER BY event_id
@@ -624,24 +638,26 @@ SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM appended), (S
 """  # noqa: S608 - only constant column names are interpolated
 
 
-def _store_postgres(rows: list[tuple]) -> list[str]:
+def _store_postgres(rows: list[tuple], received_at: datetime) -> list[str]:
     lines = pending_lines(rows)
     with connection.cursor() as cursor:
         cursor.execute(PREPARE_STAGING)
-        types = [*_column_types(cursor, "usage_usageevent", COLUMNS), "date", "date"]
+        types = _column_types(cursor, "usage_staging", [*ROW, "month", "boundary"])
         line_types = _column_types(cursor, "usage_pendingcharge", PENDING_KEY + PENDING_SUMS)
         zones = partitions.Zones()
         raw = cursor.cursor  # psycopg 3: COPY is much faster than INSERT for a batch
-        with raw.copy(f"COPY usage_staging ({', '.join(COLUMNS)}, month, boundary) FROM STDIN") as copy:
+        # Binary: a time, for one, costs a tenth of its text form to write (and to read, for PostgreSQL).
+        with raw.copy(f"COPY usage_staging ({', '.join(ROW)}, month, boundary) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(types)
             for row in rows:
                 copy.write_row((*row, *zones.of(row[12])))
         if lines:
-            with raw.copy(f"COPY pending_staging ({', '.join(PENDING_KEY + PENDING_SUMS)}) FROM STDIN") as copy:
+            columns = ", ".join(PENDING_KEY + PENDING_SUMS)
+            with raw.copy(f"COPY pending_staging ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(line_types)
                 for line in lines:
                     copy.write_row(line)
-        cursor.execute(INSERT_AND_ROLL_UP, {"staged": len(rows)})
+        cursor.execute(INSERT_AND_ROLL_UP, {"staged": len(rows), "received_at": received_at})
         inserted, _, _, boundaries, given_back = cursor.fetchone()
         if given_back:
             cursor.execute(RELEASE_CLAIMS, [boundaries, given_back])
@@ -666,15 +682,15 @@ def _column_types(cursor, table: str, columns: list[str]) -> list[str]:
 
 
 def pending_lines(rows: list[tuple]) -> list[tuple]:
-    """What the billed events among `rows` (tuples in COLUMNS order) add to each statement line: tuples in
+    """What the billed events among `rows` (tuples in ROW order) add to each statement line: tuples in
     PENDING_KEY + PENDING_SUMS order, sorted by key. A SKU counts an event only when it costs something; amounts
     are in nano-dollars, exact (each class is rated to the nano-dollar). The Python twin of the VALUES list in
     INSERT_AND_ROLL_UP (a test holds them equal)."""
     months: dict[int, date] = {}  # by UTC hour: a Pacific month starts on one (whole-hour offsets)
     sums: dict[tuple, list] = {}
     for (
-        _, project, _, model, price, kind, _, _, tokens_in, tokens_out, cached, hours, moment, _, _, _, _,
-        cost_input, cost_output, cost_cached, cost_storage, audio, cached_audio, cost_audio, cost_cached_audio,
+        _, project, _, model, price, kind, _, _, tokens_in, tokens_out, cached, hours, moment, _, _, _,
+        input_nanos, output_nanos, cached_nanos, storage_nanos, audio, cached_audio, audio_nanos, cached_audio_nanos,
         account, long_prompt,
     ) in rows:  # fmt: skip
         if account is None:
@@ -684,43 +700,29 @@ def pending_lines(rows: list[tuple]) -> list[tuple]:
         if month is None:
             month = months[hour] = moment.astimezone(PACIFIC).date().replace(day=1)
         batch = kind == "batch"
-        for sku, quantity, cost in (
-            ("input", tokens_in - cached - audio + cached_audio, cost_input),
-            ("output", tokens_out, cost_output),
-            ("cached_input", cached - cached_audio, cost_cached),
-            ("audio_input", audio - cached_audio, cost_audio),
-            ("cached_audio_input", cached_audio, cost_cached_audio),
-            ("cache_storage", hours, cost_storage),
+        for sku, quantity, nanos in (
+            ("input", tokens_in - cached - audio + cached_audio, input_nanos),
+            ("output", tokens_out, output_nanos),
+            ("cached_input", cached - cached_audio, cached_nanos),
+            ("audio_input", audio - cached_audio, audio_nanos),
+            ("cached_audio_input", cached_audio, cached_audio_nanos),
+            ("cache_storage", hours, storage_nanos),
         ):
-            if cost <= 0:
+            if not nanos:
                 continue
             key = (account, project, model, price, month, sku, batch, long_prompt)
             line = sums.get(key)
             if line is None:
-                sums[key] = [quantity, cost, 1, moment, moment]
+                sums[key] = [quantity, nanos, 1, moment, moment]
             else:
                 line[0] += quantity
-                line[1] += cost
+                line[1] += nanos
                 line[2] += 1
                 if moment < line[3]:
                     line[3] = moment
                 elif moment > line[4]:
                     line[4] = moment
-    return [
-        (*key, quantity, int(amount.scaleb(9)), events, first, last)
-        for key, (quantity, amount, events, first, last) in sorted(sums.items())
-    ]
-
-
-# pending_lines unpacks rows by position.
-assert COLUMNS[:13] == [
-    "event_id", "project_id", "api_key_id", "model_id", "price_id", "kind", "source", "status_code", "input_tokens",
-    "output_tokens", "cached_tokens", "cache_token_hours", "occurred_at",
-]  # fmt: skip
-assert COLUMNS[17:] == [
-    "cost_input", "cost_output", "cost_cached", "cost_storage", "audio_input_tokens", "cached_audio_tokens",
-    "cost_audio", "cost_cached_audio", "account_id", "long_prompt",
-]  # fmt: skip
+    return [(*key, *sums) for key, sums in sorted(sums.items())]
 
 
 def _bucket(moment: datetime, granularity: str) -> datetime:
@@ -732,11 +734,15 @@ def _bucket(moment: datetime, granularity: str) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _store_orm(rows: list[tuple]) -> list[str]:
+def _store_orm(rows: list[tuple], received_at: datetime) -> list[str]:
     """The same rule as PostgreSQL's unique keys, from the stored events themselves (SQLite has one writer at a
     time): an id is known in a month, or near a month start (usage.partitions)."""
     zones = partitions.Zones()
-    rows = [UsageEvent(**dict(zip(COLUMNS, row, strict=True))) for row in rows]
+    tuples, rows = rows, []
+    for row in tuples:
+        fields = dict(zip(ROW, row, strict=True))
+        fields.update({name: usd(fields.pop(nanos)) for name, nanos in NANOS_OF.items()}, received_at=received_at)
+        rows.append(UsageEvent(**fields))
     ids = [row.event_id for row in rows]
     known = set()
     for start in range(0, len(ids), 500):
@@ -783,7 +789,8 @@ def _store_orm(rows: list[tuple]) -> list[str]:
         updated = UsageRollup.objects.filter(**where).update(**{name: F(name) + value for name, value in total.items()})
         if not updated:
             UsageRollup.objects.create(**where, **total)
-    _add_pending_orm(pending_lines([tuple(getattr(row, name) for name in COLUMNS) for row in new]))
+    stored = {row.event_id for row in new}
+    _add_pending_orm(pending_lines([row for row in tuples if row[0] in stored]))
     return [row.event_id for row in new]
 
 

@@ -53,7 +53,7 @@ WHERE EXCLUDED.requests > usage_usagepeak.requests OR EXCLUDED.input_tokens > us
 
 def update_peaks(rows: list[tuple], inserted: Sequence[str], columns: Sequence[str]) -> None:
     """SQLite: raise the UsagePeak rows of the minutes the batch's new events were rolled up into to those minutes'
-    totals. `rows`: the batch as ingestion stores it (tuples in `columns` order, usage.ingest.COLUMNS); `inserted`:
+    totals. `rows`: the batch as ingestion stores it (tuples in `columns` order, usage.ingest.ROW); `inserted`:
     the ids of the events that were new (a replayed event added nothing, so it changes no peak). Call it in the
     ingestion transaction, after the rollups were added. (PostgreSQL: usage.fold raises the peaks.)"""
     at = {name: columns.index(name) for name in ("event_id", "project_id", "model_id", "kind", "occurred_at")}

@@ -23,10 +23,8 @@ query (the tiers of the projects whose usage settles, only when there is any) an
 pipeline of one script call per project whose counters change, its changes summed per counter and minute).
 """
 
-import math
 from collections import defaultdict
 from datetime import timedelta
-from decimal import Decimal
 
 from django.db import transaction
 from django.utils import timezone
@@ -37,7 +35,6 @@ from usage.catalog import get_catalog
 from usage.limiter import Usage, get_limiter, month_id, pacific_month_windows
 from usage.spendcap import MONTH_MICRO_USD
 
-MICRO = Decimal(1_000_000)
 SETTLED_HORIZON = timedelta(minutes=10)
 
 
@@ -55,7 +52,7 @@ def settle_after_commit(rows: list[tuple], columns: list[str], inserted: list[st
 
 def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], reservations: dict[str, str]) -> None:
     """Settle, in the limiter, the actual usage of the events of `rows` whose ids are in `inserted`."""
-    names = ("event_id", "project_id", "model_id", "counts_against_quota", "input_tokens", "billable", "cost")
+    names = ("event_id", "project_id", "model_id", "counts_against_quota", "input_tokens", "billable", "cost_nanos")
     event_at, project_at, model_at, counts_at, tokens_at, billable_at, cost_at, occurred_at = (
         columns.index(name) for name in (*names, "occurred_at")
     )
@@ -89,8 +86,7 @@ def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], 
         if event_id not in new:
             continue
         tokens = row[tokens_at] if row[counts_at] else 0
-        cost = row[cost_at]
-        micro_usd = math.ceil(cost * MICRO) if row[billable_at] and cost else 0
+        micro_usd = -(-row[cost_at] // 1000) if row[billable_at] else 0  # nano-dollars, rounded up
         reservation_id = reservations.get(event_id)
         recent = row[occurred_at] >= closed
         if reservation_id is not None:

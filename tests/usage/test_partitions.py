@@ -237,7 +237,8 @@ def test_the_admin_lists_and_shows_events_of_both_months(paid_key, event, client
 
     listing = client.get("/admin/usage/usageevent/")
     pages = [
-        client.get(f"/admin/usage/usageevent/{pk}/change/") for pk in UsageEvent.objects.values_list("pk", flat=True)
+        client.get(f"/admin/usage/usageevent/{pk}/change/")
+        for pk in UsageEvent.objects.order_by("pk").values_list("pk", flat=True)
     ]
 
     assert listing.status_code == 200

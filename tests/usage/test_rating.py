@@ -1,8 +1,12 @@
 """Costs for cases taken from facts.md, exact to the nano-dollar."""
 
+import math
 from decimal import Decimal as D
+from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from usage.catalog_data import AUDIO, MODELS
 from usage.rating import rate
@@ -269,3 +273,117 @@ def test_free_tier_and_failed_audio_requests_cost_nothing():
 
     assert (free.billable, free.counts_against_quota, free.cost) == (False, True, 0)
     assert (failed.billable, failed.counts_against_quota, failed.cost) == (False, True, 0)
+
+
+# Whole nano-dollars (usage.rating): each class must equal the exact rational product rounded half-up, whatever the
+# sizes, which the Decimal arithmetic it replaced did only within its 28 digits.
+def exact_nanos(units, per_million, factor=1) -> int:
+    value = Fraction(units) * Fraction(per_million) * Fraction(factor) * 1000  # nano-dollars: × 1e9 / 1e6
+    return math.floor(value + Fraction(1, 2))
+
+
+prices = st.decimals(min_value=0, max_value=1000, places=6, allow_nan=False, allow_infinity=False)
+factors = st.decimals(min_value=D("0.001"), max_value=D("9.999"), places=3, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    inp=st.integers(0, 10_000_000),
+    out=st.integers(0, 10_000_000),
+    data=st.data(),
+    input_price=prices,
+    output_price=prices,
+    cached_price=prices,
+    audio_price=prices,
+    cached_audio_price=prices,
+    factor=factors,
+    batch=st.booleans(),
+)
+def test_each_class_is_the_exact_product_rounded_half_up_to_the_nano_dollar(
+    inp, out, data, input_price, output_price, cached_price, audio_price, cached_audio_price, factor, batch
+):
+    cached = data.draw(st.integers(0, inp))
+    audio = data.draw(st.integers(0, inp))
+    cached_audio = data.draw(st.integers(0, min(cached, audio)))
+    if audio - cached_audio > inp - cached:  # the nesting ingestion checks
+        audio = cached_audio + (inp - cached)
+    model = Model("gemini-2.5-flash")
+    model.batch_price_factor = factor
+    price = PriceRow("gemini-2.5-flash")
+    price.input, price.output, price.cached_input = input_price, output_price, cached_price
+    price.audio_input, price.cached_audio_input = audio_price, cached_audio_price
+    multiplier = factor if batch else 1
+
+    rated = audio_cost(
+        "gemini-2.5-flash",
+        price=price,
+        model=model,
+        kind="batch" if batch else "generate",
+        inp=inp,
+        cached=cached,
+        audio=audio,
+        cached_audio=cached_audio,
+        out=out,
+    )
+
+    assert (
+        rated.input_nanos,
+        rated.output_nanos,
+        rated.cached_nanos,
+        rated.audio_nanos,
+        rated.cached_audio_nanos,
+    ) == (
+        exact_nanos(inp - cached - (audio - cached_audio), input_price, multiplier),
+        exact_nanos(out, output_price, multiplier),
+        exact_nanos(cached - cached_audio, cached_price),
+        exact_nanos(audio - cached_audio, audio_price, multiplier),
+        exact_nanos(cached_audio, cached_audio_price),
+    )
+    assert rated.cost == (D(rated.cost_nanos) / 1_000_000_000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hours=st.decimals(min_value=D("0.000001"), max_value=D("1e12"), places=6, allow_nan=False, allow_infinity=False),
+    per_million=prices,
+)
+def test_cache_storage_is_the_exact_product_rounded_half_up(hours, per_million):
+    price = PriceRow("gemini-2.5-flash")
+    price.cache_storage = per_million
+
+    rated = rate(
+        kind="cache_storage",
+        status_code=200,
+        input_tokens=0,
+        output_tokens=0,
+        cached_tokens=0,
+        cache_token_hours=hours,
+        price=price,
+        model=Model("gemini-2.5-flash"),
+        paid_project=True,
+        studio=False,
+        studio_key_linked=False,
+    )
+
+    assert (rated.storage_nanos, rated.cost_nanos, rated.counts_against_quota) == (
+        exact_nanos(hours, per_million),
+        exact_nanos(hours, per_million),
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("tokens", "per_million", "nanos"),
+    [
+        (1, D("0.0005"), 1),  # 0.5 nano-dollars: half rounds up
+        (1, D("0.000499"), 0),  # 0.499: down
+        (3, D("0.000500"), 2),  # 1.5: up
+        (1, D("0.0015"), 2),  # 1.5: up
+        (7, D("0.000001"), 0),  # 0.007: down
+    ],
+)
+def test_half_a_nano_dollar_rounds_up(tokens, per_million, nanos):
+    price = PriceRow("gemini-2.5-flash")
+    price.input = per_million
+
+    assert audio_cost("gemini-2.5-flash", price=price, inp=tokens).input_nanos == nanos
