@@ -50,24 +50,29 @@ ON COMMIT DELETE ROWS; DELETE FROM fold_minutes
 FOLD = f"""
 WITH taken AS (
     DELETE FROM usage_rollupdelta RETURNING bucket_start, project_id, api_key_id, model_id, {", ".join(SUMS)}
+), minutes AS (
+    -- Many batches' deltas to one minute become one row first; the hours and days are summed from those.
+    SELECT bucket_start, project_id, api_key_id, model_id, {", ".join(f"sum({name}) AS {name}" for name in SUMS)}
+    FROM taken GROUP BY 1, 2, 3, 4
 ), buckets AS (
-    SELECT g.granularity,
-           date_trunc(g.granularity, t.bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS bucket_start,
-           t.project_id, t.api_key_id, t.model_id, {", ".join(f"sum(t.{name})" for name in SUMS)}
-    FROM taken t CROSS JOIN (VALUES ('minute'), ('hour'), ('day')) AS g(granularity)
+    SELECT 'minute' AS granularity, * FROM minutes
+    UNION ALL
+    SELECT g.granularity, date_trunc(g.granularity, m.bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           m.project_id, m.api_key_id, m.model_id, {", ".join(f"sum(m.{name})" for name in SUMS)}
+    FROM minutes m CROSS JOIN (VALUES ('hour'), ('day')) AS g(granularity)
     GROUP BY 1, 2, 3, 4, 5
 ), rolled AS (
     INSERT INTO usage_usagerollup (granularity, bucket_start, project_id, api_key_id, model_id, {", ".join(SUMS)})
     SELECT * FROM buckets ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (granularity, bucket_start, project_id, api_key_id, model_id) DO UPDATE SET
         {", ".join(f"{name} = usage_usagerollup.{name} + EXCLUDED.{name}" for name in SUMS)}
-), minutes AS (
+), grown AS (
     -- The minutes whose request counts grew: their hours' peaks are raised next (cache storage adds no request).
     INSERT INTO fold_minutes (project_id, model_id, minute)
-    SELECT DISTINCT project_id, model_id, bucket_start FROM taken WHERE requests > 0
+    SELECT DISTINCT project_id, model_id, bucket_start FROM minutes WHERE requests > 0
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM minutes)
+SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM grown)
 """  # noqa: S608 - only constant column names are interpolated
 
 # The table is emptied by every fold, faster than autovacuum (at most once a minute per database) comes by: without a

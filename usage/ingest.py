@@ -2,9 +2,11 @@
 
 Per batch: three lookups (keys, the projects' billing history, the keys' studio-link history) and
 the process's catalog snapshot (models and price versions; a new price version is seen within
-CATALOG_TTL_SECONDS), pure validation and rating in Python, then one write. On PostgreSQL the
-write is COPY into a temporary table and a single statement that inserts the events (`ON CONFLICT
-(event_id, month) DO NOTHING`: the table is partitioned by Pacific month, usage.partitions) and
+CATALOG_TTL_SECONDS), pure validation and rating in Python (costs in whole nano-dollars,
+usage.rating), then one write. On PostgreSQL the write is a binary COPY into a temporary table (the
+costs as bigint nano-dollars, turned into the events' USD columns in SQL) and a single statement
+that inserts the events (`ON CONFLICT (event_id, month) DO NOTHING`: the table is partitioned by
+Pacific month, usage.partitions) and
 appends what exactly the inserted ones add to each minute (RollupDelta, rolled up into the
 minute/hour/day rollups and the hourly peaks by usage.fold, within ROLLUP_FOLD_SECONDS); a replay,
 even concurrent, inserts nothing and so adds nothing. In the same statement, events within

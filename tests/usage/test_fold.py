@@ -81,6 +81,34 @@ def test_a_batch_is_appended_as_minute_sums_and_a_fold_rolls_them_up_once(keys, 
     assert stored_peaks() == [(FLASH, "11-03 10:00", 3, 2500), (FLASH, "11-03 11:00", 1, 1000)]
 
 
+def test_one_fold_of_many_batches_sums_each_minute_then_each_hour_and_day_from_them(keys, every):
+    """A fold first sums the deltas of all its batches to one row per minute, then the hours and days from those
+    minutes: every granularity must still add up to exactly what the events carried."""
+    a, b = keys
+    every(3600, just_folded=True)  # no batch folds: the fold below takes all three at once
+    ingest([request(a, "a1", at(10, 7)), request(a, "a2", at(10, 59, 59)), request(b, "b1", at(10, 7))], now=NOW)
+    ingest([request(a, "a3", at(10, 7, 30), tokens=500), request(a, "a4", at(23, 0, day=2))], now=NOW)
+    ingest([request(a, "a5", at(10, 7, 59), tokens=250), request(b, "b2", at(11, 0), tokens=2000)], now=NOW)
+    assert RollupDelta.objects.count() == 7  # one per batch × key × minute
+
+    assert fold() == 7
+
+    assert rolled_up() == [
+        ("day", "11-02 00:00", a.pk, 1, 1000),
+        ("day", "11-03 00:00", a.pk, 4, 2750),
+        ("day", "11-03 00:00", b.pk, 2, 3000),
+        ("hour", "11-02 23:00", a.pk, 1, 1000),
+        ("hour", "11-03 10:00", a.pk, 4, 2750),
+        ("hour", "11-03 10:00", b.pk, 1, 1000),
+        ("hour", "11-03 11:00", b.pk, 1, 2000),
+        ("minute", "11-02 23:00", a.pk, 1, 1000),
+        ("minute", "11-03 10:07", a.pk, 3, 1750),
+        ("minute", "11-03 10:07", b.pk, 1, 1000),
+        ("minute", "11-03 10:59", a.pk, 1, 1000),
+        ("minute", "11-03 11:00", b.pk, 1, 2000),
+    ]
+
+
 def test_a_replayed_batch_appends_nothing(keys, every):
     a, _ = keys
     every(3600)
