@@ -1,6 +1,4 @@
 import json
-from datetime import UTC, datetime
-from decimal import Decimal as D
 
 import pytest
 from django.core.management import call_command
@@ -8,7 +6,6 @@ from django.core.management import call_command
 from billing.models import AccountStatus
 from studio.models import BillingState, Tier
 from tests.factories import make_account, make_key, make_project, make_user
-from usage.ingest import EVENTS, valid_events
 from usage.models import CatalogModel, FleetToken, UsageEvent
 
 
@@ -335,59 +332,3 @@ def test_a_retired_model_is_refused_at_admission_but_its_usage_is_still_rated(cl
     assert check(client, fleet, raw, model="gemini-2.0-flash")["error"]["reason"] == "MODEL_NOT_FOUND"
     report = post(client, "/api/v1/usage:report", {"events": [event(key, model="gemini-2.0-flash")]}, fleet).json()
     assert report["accepted"] == 1
-
-
-def test_a_valid_body_is_validated_from_its_bytes_with_the_same_result_as_parsing_it_first(
-    client, fleet, paid_key, event
-):
-    """usage:report validates a body whose events are all valid straight from its bytes (ingest.valid_events): the
-    events must be exactly those that parsing the JSON and then validating it gives."""
-    key, _ = paid_key
-    events = [
-        event(key, event_id="gen", audio_input_tokens=200, cached_tokens=100, cached_audio_tokens=50),
-        event(key, event_id="batch", kind="batch", reservation_id="r1_abc"),
-        event(key, event_id="count", kind="count_tokens", output_tokens=0, status_code=200),
-        event(key, event_id="failed", status_code=503, occurred_at="2026-12-01T00:00:00.5+09:00"),
-        {**event(key, event_id="store-str", kind="cache_storage", cache_token_hours="1500000.5"), "input_tokens": 0},
-        {**event(key, event_id="store-num", kind="cache_storage", cache_token_hours=0.25), "output_tokens": 0},
-    ]
-    for storage in events[4:]:
-        for name in ("input_tokens", "output_tokens", "cached_tokens", "status_code"):
-            storage.pop(name, None)
-    body = json.dumps({"events": events, "sent_by": "node-7"}).encode()
-
-    fast = valid_events(body)
-
-    assert fast is not None and len(fast) == 6
-    assert list(fast) == EVENTS.validate_python(json.loads(body)["events"])
-    assert [e.cache_token_hours for e in fast[4:]] == [D("1500000.5"), D("0.25")]
-    assert fast[3].occurred_at == datetime(2026, 11, 30, 15, 0, 0, 500000, tzinfo=UTC)
-    assert fast[3].occurred_at.tzinfo is UTC
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"not json",
-        b"[1, 2]",
-        b'{"evts": []}',
-        b'{"events": {"a": 1}}',
-        b'{"events": [{"event_id": "x"}]}',
-        json.dumps({"events": [{"kind": "generate"}] * 1001}).encode(),
-    ],
-)
-def test_a_body_that_is_not_all_valid_is_left_to_the_parsing_path(body):
-    assert valid_events(body) is None
-
-
-def test_one_invalid_event_in_a_body_still_gets_each_event_judged(client, fleet, paid_key, event):
-    key, _ = paid_key
-    body = {"events": [event(key, event_id="ok"), event(key, event_id="bad", input_tokens=-1)]}
-
-    response = post(client, "/api/v1/usage:report", body, fleet)
-
-    assert response.status_code == 200
-    assert response.json()["accepted"] == 1
-    assert [(r["index"], r["event_id"], list(r["errors"])) for r in response.json()["rejected"]] == [
-        (1, "bad", ["input_tokens"])
-    ]
