@@ -3,8 +3,9 @@
 Ingestion (usage.ingest) appends, in the statement that inserts a batch's new events, what they add to each UTC
 minute × project × key × model (RollupDelta): plain inserts, so concurrent batches never wait for each other on a
 rollup row, and a replayed event adds nothing because it inserted nothing. `fold` moves those rows into UsageRollup
-in one transaction: it deletes the deltas it can see (committed ones), adds their sums to the three granularities,
-then raises the UsagePeak rows of the hours whose minutes it added requests to (usage.peaks). Each delta is deleted
+in one transaction: it deletes the deltas it can see (committed ones), sums them to one row per minute × project ×
+key × model and the hours and days from those, adds the sums to the three granularities, then raises the UsagePeak
+rows of the hours whose minutes it added requests to (usage.peaks). Each delta is deleted
 and added in the same transaction, so it is rolled up exactly once; a fold that fails rolls back and leaves its
 deltas to the next one.
 
