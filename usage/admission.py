@@ -153,10 +153,11 @@ def _aware(moment):
 INVALID_KEY = Denial(400, "INVALID_ARGUMENT", "API_KEY_INVALID", "API key not valid. Please pass a valid API key.")
 
 
-def spend_estimate(model, price, *, kind: str, input_tokens: int) -> int:
+def spend_estimate(model, price, *, kind: str, input_tokens: int, prices=None) -> int:
     """Micro-USD reserved by one request in the spend window: its estimated prompt plus the
     configured output allowance (SPEND_ESTIMATE_OUTPUT_TOKENS), rated by the same function and
-    rules as the bill (long-prompt prices, batch factor), rounded up: no fraction is dropped."""
+    rules as the bill (long-prompt prices, batch factor), rounded up: no fraction is dropped.
+    `prices`: the price's Tariff from the catalog (made from `price` and `model` when None)."""
     output = settings.SPEND_ESTIMATE_OUTPUT_TOKENS if price.output is not None else 0
     rated = rate(
         kind=kind,
@@ -170,6 +171,7 @@ def spend_estimate(model, price, *, kind: str, input_tokens: int) -> int:
         paid_project=True,
         studio=False,
         studio_key_linked=False,
+        prices=prices,
     )
     return -(-rated.cost_nanos // 1000)  # nano-dollars, rounded up
 
@@ -232,7 +234,13 @@ def limits_for(
     price = catalog.price_at(model_id, timezone.now())
     model = catalog.models.get(model_id)
     priced = price is not None and price.input is not None and model is not None
-    estimate = spend_estimate(model, price, kind=kind, input_tokens=estimated_input_tokens) if priced else 0
+    estimate = (
+        spend_estimate(
+            model, price, kind=kind, input_tokens=estimated_input_tokens, prices=catalog.tariffs.get(price.pk)
+        )
+        if priced
+        else 0
+    )
     if spend is not None and priced:
         micro_usd = int(spend.usd_per_10_minutes * MICRO)
         limits.append(Limit(ids["spend"], SPEND_WINDOW, micro_usd, estimate, settles=MICRO_USD))

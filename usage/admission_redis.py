@@ -178,7 +178,9 @@ class RedisAdmission:
             model = catalog.models.get(model_id)
             priced = price is not None and price.input is not None and model is not None
             if priced:
-                estimate = admission.spend_estimate(model, price, kind=kind, input_tokens=estimated_input_tokens)
+                estimate = admission.spend_estimate(
+                    model, price, kind=kind, input_tokens=estimated_input_tokens, prices=catalog.tariffs.get(price.pk)
+                )
         args = [
             keyformat.hash_key(raw_key),
             model_id,
