@@ -1,8 +1,9 @@
 """Money: Decimal only, USD, round half up.
 
-- Rating (one usage event, usage/rating.py): each token class of an event is rounded to the
-  nano-dollar by `round_rating` (a single output token can cost USD 0.0000004); the event's cost
-  is the sum of its rounded classes, so the breakdown always adds up.
+- Rating (one usage event, usage/rating.py): each token class of an event is rounded half-up to the
+  nano-dollar (a single output token can cost USD 0.0000004); the event's cost is the sum of its
+  rounded classes, so the breakdown always adds up. Rating does this in integer nano-dollars, not
+  Decimal (ingestion rates every event), and gives the same amounts as `round_rating` would.
 - Ledger lines keep 6 decimal places: `round_money` rounds to the micro-dollar, once per line.
 - Amounts shown to people are rounded to cents by `to_cents`, for display only.
 """

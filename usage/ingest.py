@@ -80,7 +80,6 @@ from usage.settlement import settle_after_commit
 log = logging.getLogger(__name__)
 
 PACIFIC = ZoneInfo("America/Los_Angeles")  # statement months are Pacific months
-NANOS_PER_USD = 1_000_000_000
 MAX_BATCH = 1000
 MAX_TOKENS = 10_000_000  # more than any context window: a larger count is a fleet bug
 OLDEST = timedelta(days=7)
@@ -710,7 +709,7 @@ def pending_lines(rows: list[tuple]) -> list[tuple]:
             ("cached_audio_input", cached_audio, cached_audio_nanos),
             ("cache_storage", hours, storage_nanos),
         ):
-            if not nanos:
+            if nanos <= 0:  # as INSERT_AND_ROLL_UP's `s.amount > 0`
                 continue
             key = (account, project, model, price, month, sku, batch, long_prompt)
             line = sums.get(key)

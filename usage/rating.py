@@ -17,10 +17,11 @@ Rules, in order:
 The caller has checked that the counts nest (cached and audio within input, cached audio within
 both) and that the price has the audio prices the event needs (usage.ingest).
 
-Each class is rounded half-up to the nano-dollar (billing.money.round_rating); the cost is their sum. The arithmetic
-is in whole nano-dollars (integers, exact at any size): a price version is turned once into a Tariff, nano-dollars
-per million units, and a class costs units × that × the batch factor / 1,000,000, rounded half-up. Ingestion rates
-every event, and Decimal arithmetic cost it several times more; the USD amounts are Decimal properties.
+Each class is rounded half-up to the nano-dollar (as billing.money.round_rating would); the cost is their sum. The
+arithmetic is in whole nano-dollars (integers, so no intermediate rounding): a price version is turned once into a
+Tariff, nano-dollars per million units, and a class costs units × that × the batch factor / 1,000,000, rounded
+half-up. Ingestion rates every event, and Decimal arithmetic cost it several times more; the USD amounts are Decimal
+properties. Prices and quantities are never negative (rounding half-up is for those).
 """
 
 from decimal import Decimal

@@ -9,7 +9,7 @@ from django.utils import timezone
 from studio.models import User
 from tests.concurrency import at_once
 from usage.fold import fold
-from usage.ingest import ingest
+from usage.ingest import ROW, ingest, pending_lines
 from usage.models import CatalogModel, Price, UsageEvent, UsageRollup
 
 
@@ -552,3 +552,35 @@ def test_wrong_audio_counts_are_named_and_nothing_is_written(paid_key, event, ki
     assert report.rejected == [{"index": 0, "event_id": "wrong", "errors": errors}]
     assert not UsageEvent.objects.exists()
     assert not UsageRollup.objects.exists()
+
+
+def test_pending_lines_count_a_class_only_when_it_costs_something():
+    """pending_lines, the Python twin of the batch statement's VALUES list (`s.amount > 0`): a class that costs
+    nothing, or less (a negative price, which the catalog should never hold), adds no statement line."""
+    moment = timezone.now()
+    fields = dict.fromkeys(ROW, 0) | {
+        "event_id": "e1",
+        "project_id": 7,
+        "api_key_id": 8,
+        "model_id": "gemini-2.5-flash",
+        "price_id": 9,
+        "kind": "generate",
+        "source": "api",
+        "status_code": 200,
+        "input_tokens": 1000,
+        "output_tokens": 10,
+        "occurred_at": moment,
+        "billable": True,
+        "counts_against_quota": True,
+        "account_id": 5,
+        "long_prompt": False,
+    }
+    costs_nothing = fields | {"input_nanos": -300, "output_nanos": 0}
+    costs = fields | {"event_id": "e2", "input_nanos": 300, "output_nanos": 25_000}
+
+    assert pending_lines([tuple(costs_nothing[name] for name in ROW)]) == []
+    lines = pending_lines([tuple(costs[name] for name in ROW)])
+    assert [(line[5], line[8], line[9], line[10]) for line in lines] == [
+        ("input", 1000, 300, 1),
+        ("output", 10, 25_000, 1),
+    ]

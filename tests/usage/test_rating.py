@@ -275,32 +275,32 @@ def test_free_tier_and_failed_audio_requests_cost_nothing():
     assert (failed.billable, failed.counts_against_quota, failed.cost) == (False, True, 0)
 
 
-# Whole nano-dollars (usage.rating): each class must equal the exact rational product rounded half-up, whatever the
-# sizes, which the Decimal arithmetic it replaced did only within its 28 digits.
+# Whole nano-dollars (usage.rating): each class must equal the exact rational product rounded half-up: the integer
+# arithmetic rounds nothing on the way.
 def exact_nanos(units, per_million, factor=1) -> int:
-    value = Fraction(units) * Fraction(per_million) * Fraction(factor) * 1000  # nano-dollars: × 1e9 / 1e6
+    value = Fraction(units) * Fraction(per_million or 0) * Fraction(factor) * 1000  # nano-dollars: × 1e9 / 1e6
     return math.floor(value + Fraction(1, 2))
 
 
 prices = st.decimals(min_value=0, max_value=1000, places=6, allow_nan=False, allow_infinity=False)
+maybe = st.none() | prices  # a price the model may not have
 factors = st.decimals(min_value=D("0.001"), max_value=D("9.999"), places=3, allow_nan=False, allow_infinity=False)
+CLASS_PRICES = ("input", "output", "cached_input", "audio_input", "cached_audio_input")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     inp=st.integers(0, 10_000_000),
     out=st.integers(0, 10_000_000),
     data=st.data(),
-    input_price=prices,
-    output_price=prices,
-    cached_price=prices,
-    audio_price=prices,
-    cached_audio_price=prices,
+    standard=st.tuples(*[maybe] * 5),
+    long=st.tuples(*[maybe] * 5),
+    threshold=st.none() | st.integers(0, 10_000_000),
     factor=factors,
     batch=st.booleans(),
 )
 def test_each_class_is_the_exact_product_rounded_half_up_to_the_nano_dollar(
-    inp, out, data, input_price, output_price, cached_price, audio_price, cached_audio_price, factor, batch
+    inp, out, data, standard, long, threshold, factor, batch
 ):
     cached = data.draw(st.integers(0, inp))
     audio = data.draw(st.integers(0, inp))
@@ -308,10 +308,14 @@ def test_each_class_is_the_exact_product_rounded_half_up_to_the_nano_dollar(
     if audio - cached_audio > inp - cached:  # the nesting ingestion checks
         audio = cached_audio + (inp - cached)
     model = Model("gemini-2.5-flash")
-    model.batch_price_factor = factor
+    model.batch_price_factor, model.long_prompt_threshold = factor, threshold
     price = PriceRow("gemini-2.5-flash")
-    price.input, price.output, price.cached_input = input_price, output_price, cached_price
-    price.audio_input, price.cached_audio_input = audio_price, cached_audio_price
+    for name, value, long_value in zip(CLASS_PRICES, standard, long, strict=True):
+        setattr(price, name, value)
+        setattr(price, f"long_{name}", long_value)
+    above = threshold is not None and inp > threshold
+    # Above the threshold each class takes its long price where the model has one, else the standard one.
+    paid = [lv if above and lv is not None else v for v, lv in zip(standard, long, strict=True)]
     multiplier = factor if batch else 1
 
     rated = audio_cost(
@@ -326,6 +330,7 @@ def test_each_class_is_the_exact_product_rounded_half_up_to_the_nano_dollar(
         out=out,
     )
 
+    assert rated.long_prompt is above
     assert (
         rated.input_nanos,
         rated.output_nanos,
@@ -333,11 +338,11 @@ def test_each_class_is_the_exact_product_rounded_half_up_to_the_nano_dollar(
         rated.audio_nanos,
         rated.cached_audio_nanos,
     ) == (
-        exact_nanos(inp - cached - (audio - cached_audio), input_price, multiplier),
-        exact_nanos(out, output_price, multiplier),
-        exact_nanos(cached - cached_audio, cached_price),
-        exact_nanos(audio - cached_audio, audio_price, multiplier),
-        exact_nanos(cached_audio, cached_audio_price),
+        exact_nanos(inp - cached - (audio - cached_audio), paid[0], multiplier),
+        exact_nanos(out, paid[1], multiplier),
+        exact_nanos(cached - cached_audio, paid[2]),
+        exact_nanos(audio - cached_audio, paid[3], multiplier),
+        exact_nanos(cached_audio, paid[4]),
     )
     assert rated.cost == (D(rated.cost_nanos) / 1_000_000_000)
 
