@@ -4,6 +4,7 @@ import hmac
 import secrets
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -12,7 +13,8 @@ from django.utils.translation import gettext_lazy as _
 from studio import keyformat
 from studio.models import ActorKind, AuditEvent, Tier
 
-MONEY = {"max_digits": 14, "decimal_places": 6, "null": True, "blank": True}  # USD per 1M tokens
+# USD per 1M tokens; never negative (rating and the pending lines assume it).
+MONEY = {"max_digits": 14, "decimal_places": 6, "null": True, "blank": True, "validators": [MinValueValidator(0)]}
 COST = {"max_digits": 20, "decimal_places": 9, "default": 0}  # USD, rated to the nano-dollar
 
 
@@ -32,7 +34,9 @@ class CatalogModel(models.Model):
     context_window = models.PositiveIntegerField(_("context window (tokens)"))
     # Prompts longer than this are priced at the long-prompt rates, for the whole request.
     long_prompt_threshold = models.PositiveIntegerField(_("long-prompt threshold (tokens)"), null=True, blank=True)
-    batch_price_factor = models.DecimalField(_("batch price factor"), max_digits=4, decimal_places=3, default=0.5)
+    batch_price_factor = models.DecimalField(
+        _("batch price factor"), max_digits=4, decimal_places=3, default=0.5, validators=[MinValueValidator(0)]
+    )
     active = models.BooleanField(_("active"), default=True)
 
     class Meta:

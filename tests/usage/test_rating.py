@@ -5,10 +5,12 @@ from decimal import Decimal as D
 from fractions import Fraction
 
 import pytest
+from django.core.exceptions import ValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from usage.catalog_data import AUDIO, MODELS
+from usage.models import CatalogModel, Price
 from usage.rating import rate
 
 
@@ -392,3 +394,22 @@ def test_half_a_nano_dollar_rounds_up(tokens, per_million, nanos):
     price.input = per_million
 
     assert audio_cost("gemini-2.5-flash", price=price, inp=tokens).input_nanos == nanos
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        (Price, "input"),
+        (Price, "long_cached_audio_input"),
+        (Price, "cache_storage"),
+        (CatalogModel, "batch_price_factor"),
+    ],
+)
+def test_a_negative_price_or_batch_factor_is_refused(model, field):
+    """Rating rounds half-up for amounts of 0 or more, and the pending lines leave out what costs 0 or less: a
+    negative price would be billed differently by the two ways a batch's lines are summed."""
+    with pytest.raises(ValidationError) as refused:
+        model._meta.get_field(field).clean(D("-0.1"), None)
+
+    assert refused.value.messages == ["Ensure this value is greater than or equal to 0."]
+    assert model._meta.get_field(field).clean(D("0"), None) == D("0")
