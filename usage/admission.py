@@ -22,7 +22,7 @@ from usage import admission_redis, admission_store, denials, spendcap
 from usage.catalog import get_catalog
 from usage.limiter import MINUTE, PACIFIC_DAY, ROLLING_10M, Counter, Limit, get_limiter
 from usage.models import QuotaOverride
-from usage.rating import rate
+from usage.rating import micro_usd, rate
 
 TIER_SUFFIX = {Tier.FREE: "FreeTier", Tier.TIER_1: "Tier1", Tier.TIER_2: "Tier2", Tier.TIER_3: "Tier3"}
 MICRO = Decimal(1_000_000)
@@ -173,7 +173,7 @@ def spend_estimate(model, price, *, kind: str, input_tokens: int, prices=None) -
         studio_key_linked=False,
         prices=prices,
     )
-    return -(-rated.cost_nanos // 1000)  # nano-dollars, rounded up
+    return micro_usd(rated.cost_nanos)
 
 
 def override_of(project, model_id: str, overrides=None) -> tuple[int | None, int | None, int | None] | None:

@@ -39,6 +39,12 @@ def usd(nanos: int) -> Decimal:
     return Decimal(nanos).scaleb(-9).quantize(RATING_PLACES) if nanos else ZERO
 
 
+def micro_usd(nanos: int) -> int:
+    """Nano-dollars as whole micro-dollars, rounded up: what the limiter's spend counters count (admission's estimate,
+    settled usage, a month's pending usage), so that no fraction is dropped."""
+    return -(-nanos // 1000)
+
+
 def _per_million(price) -> int:
     """USD per 1M units (a Decimal, or None: no such price) as whole nano-dollars per 1M units."""
     if price is None:

@@ -30,6 +30,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from studio.models import Project, effective_tier
+from usage import rating
 from usage.admission import INPUT_TOKENS, MICRO_USD, project_scope, settlement_counters
 from usage.catalog import get_catalog
 from usage.limiter import Usage, get_limiter, month_id, pacific_month_windows
@@ -86,7 +87,7 @@ def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], 
         if event_id not in new:
             continue
         tokens = row[tokens_at] if row[counts_at] else 0
-        micro_usd = -(-row[cost_at] // 1000) if row[billable_at] else 0  # nano-dollars, rounded up
+        micro_usd = rating.micro_usd(row[cost_at]) if row[billable_at] else 0
         reservation_id = reservations.get(event_id)
         recent = row[occurred_at] >= closed
         if reservation_id is not None:

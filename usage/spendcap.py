@@ -27,6 +27,7 @@ from billing.models import BillingPeriod, UsageLine
 from studio.models import Tier
 from usage.limiter import PACIFIC_MONTH, Counter, Limit, get_limiter, month_first_day, pacific_month_windows
 from usage.models import PendingCharge
+from usage.rating import micro_usd
 
 QUOTA_ID = "ProjectMonthlySpendCap"
 # The measure of reported usage that settles the cap's reservations: the same micro-USD as the spend limit's, under a
@@ -84,7 +85,7 @@ def month_spend_micro_usd(project_pk: int, month: date) -> int:
     with connection.cursor() as cursor:
         cursor.execute(_seed_sql(), [project_pk, month, project_pk, project_pk, project_pk, month])
         lines, pending = cursor.fetchone()
-    return round(Decimal(str(lines)) * MICRO) - (-int(pending) // 1000)
+    return round(Decimal(str(lines)) * MICRO) + micro_usd(int(pending))
 
 
 @dataclass(frozen=True)

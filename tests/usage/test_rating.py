@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from usage.catalog_data import AUDIO, MODELS
 from usage.models import CatalogModel, Price
-from usage.rating import rate
+from usage.rating import micro_usd, rate
 
 
 class Model:
@@ -413,3 +413,8 @@ def test_a_negative_price_or_batch_factor_is_refused(model, field):
 
     assert refused.value.messages == ["Ensure this value is greater than or equal to 0."]
     assert model._meta.get_field(field).clean(D("0"), None) == D("0")
+
+
+@pytest.mark.parametrize(("nanos", "micro"), [(0, 0), (1, 1), (999, 1), (1000, 1), (1001, 2), (2_500_000, 2500)])
+def test_the_spend_counters_count_nano_dollars_rounded_up_to_the_micro_dollar(nanos, micro):
+    assert micro_usd(nanos) == micro
