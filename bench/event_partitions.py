@@ -105,7 +105,7 @@ class StatementClock:
         old_peaks = getattr(ingest, "_baseline_peaks", peaks)
         if sql in (getattr(ingest, "CLAIM_NEAR_BOUNDARY", None), getattr(ingest, "RELEASE_CLAIMS", None)):
             kind = "CLAIM"
-        elif sql is ingest.INSERT_AND_ROLL_UP:
+        elif sql in (ingest.INSERT_AND_ROLL_UP, getattr(ingest, "INSERT_NEW", None)):
             kind = "INSERT_AND_ROLL_UP"
         elif sql in (getattr(old_peaks, "LOCK_HOURS", None), getattr(old_peaks, "RAISE_PEAKS", None)):
             kind = "PEAKS"  # the baseline's: kept in the ingestion transaction

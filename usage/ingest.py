@@ -5,16 +5,23 @@ the process's catalog snapshot (models and price versions; a new price version i
 CATALOG_TTL_SECONDS), pure validation and rating in Python (costs in whole nano-dollars,
 usage.rating), then one write. On PostgreSQL the write is a binary COPY into a temporary table (the
 costs as bigint nano-dollars, turned into the events' USD columns in SQL) and a single statement
-that inserts the events (`ON CONFLICT (event_id, month) DO NOTHING`: the table is partitioned by
-Pacific month, usage.partitions) and
-appends what exactly the inserted ones add to each minute (RollupDelta, rolled up into the
-minute/hour/day rollups and the hourly peaks by usage.fold, within ROLLUP_FOLD_SECONDS); a replay,
-even concurrent, inserts nothing and so adds nothing. In the same statement, events within
-REPLAY_WINDOW of a month start first claim their id near that boundary (`usage_usageeventguard`;
-each event's month and boundary are computed in Python and staged with it), so that a replay whose
-occurred_at moved into the next or previous month is a replay too. The insert adds what each new
-billed event costs to its statement line in `PendingCharge` (usage.charging moves it to the ledger);
-the lines come summed from Python (`pending_lines`) unless some events of the batch were replays.
+that inserts the events (unique by (event_id, month): the table is partitioned by Pacific month,
+usage.partitions) and appends what they add to each minute (RollupDelta, rolled up into the
+minute/hour/day rollups and the hourly peaks by usage.fold, within ROLLUP_FOLD_SECONDS), and adds
+what each billed event costs to its statement line in `PendingCharge` (usage.charging moves it to
+the ledger). In the same statement, events within REPLAY_WINDOW of a month start first claim their
+id near that boundary (`usage_usageeventguard`; each event's month and boundary are computed in
+Python and staged with it), so that a replay whose occurred_at moved into the next or previous
+month is a replay too.
+
+Two statements, one per case. The usual batch, all new, is written by INSERT_NEW: plain inserts
+(each unique key checked once, as the row goes in), the minute sums read from the staged rows and
+the statement lines summed in Python (`pending_lines`). A replayed id, or one a concurrent batch is
+inserting, fails it with unique_violation; once that is rolled back, the batch is written again by
+INSERT_AND_ROLL_UP, which claims and inserts with `ON CONFLICT DO NOTHING` and sums what the
+inserted events add from them. Either way a replay, even concurrent, inserts nothing and so adds
+nothing.
+
 Elsewhere (SQLite, the embedded default) the same result comes from the ORM, which updates the
 rollups and usage.peaks the hourly peaks in the ingestion transaction itself.
 
@@ -471,13 +478,15 @@ def _store(rows: list[tuple], *, received_at: datetime) -> list[str]:
     """Insert new events (tuples in ROW order) and what they add to the rollups (PostgreSQL: appended, then
     folded by usage.fold); returns the ids of the new ones."""
     rows.sort(key=lambda row: row[0])  # by event_id: one lock order for concurrent batches
+    postgres = connection.vendor == "postgresql"
+    lines = pending_lines(rows) if postgres else None  # None: the batch may hold replays (INSERT_AND_ROLL_UP)
     attempt, repaired = 0, False
     while True:
         attempt += 1
         try:
             with transaction.atomic():
-                if connection.vendor == "postgresql":
-                    inserted = _store_postgres(rows, received_at)
+                if postgres:
+                    inserted = _store_postgres(rows, lines, received_at)
                 else:
                     inserted = _store_orm(rows, received_at)
                     update_peaks(rows, inserted, ROW)
@@ -487,6 +496,12 @@ def _store(rows: list[tuple], *, received_at: datetime) -> list[str]:
         except DatabaseError as error:
             cause = error.__cause__  # Django wraps the driver's error, which carries the SQLSTATE
             sqlstate = getattr(cause, "sqlstate", None)
+            if sqlstate == UNIQUE_VIOLATION and lines is not None:
+                # An id of the batch is stored already (a replay), or being stored by a concurrent batch: write
+                # the batch again, keeping only what is new. Not an attempt: this happens to every replay.
+                lines, attempt = None, attempt - 1
+                log.debug("usage ingestion: a batch of %d events holds replayed ids", len(rows))
+                continue
             if sqlstate == CHECK_VIOLATION and not repaired:
                 # A month without its partition (the job that makes them ahead did not run): make them, once.
                 # Another process may have made them meanwhile (nothing created here): the write is tried again.
@@ -557,8 +572,66 @@ AS SELECT {", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)} FROM usage_pending
 # One round trip. The staging tables empty themselves at commit; inside a caller's transaction (the demo's
 # loader, tests) the previous batch's rows would still be there.
 PREPARE_STAGING = f"{CREATE_STAGING}; {CREATE_PENDING_STAGING}; DELETE FROM usage_staging; DELETE FROM pending_staging"  # noqa: S608
-# A claim whose event was not inserted after all (the id was already stored in the same month, away from the
-# boundary) is given back, in the same transaction: a claim always stands for a stored event near its boundary.
+# What a batch's new events add to the pending statement lines.
+ADD_TO_PENDING = f"""
+    ON CONFLICT ({", ".join(PENDING_KEY)}) DO UPDATE SET
+        quantity = usage_pendingcharge.quantity + EXCLUDED.quantity,
+        amount_nanos = usage_pendingcharge.amount_nanos + EXCLUDED.amount_nanos,
+        events = usage_pendingcharge.events + EXCLUDED.events,
+        first_occurred_at = LEAST(usage_pendingcharge.first_occurred_at, EXCLUDED.first_occurred_at),
+        last_occurred_at = GREATEST(usage_pendingcharge.last_occurred_at, EXCLUDED.last_occurred_at)
+"""
+# The minute sums of new events (RollupDelta), for usage.fold to roll up: no row is shared with a concurrent batch,
+# so nothing waits. `{source}` is the staged batch (INSERT_NEW) or the inserted events (INSERT_AND_ROLL_UP), `{cost}`
+# the events' cost in USD.
+APPEND_MINUTES = f"""
+    INSERT INTO usage_rollupdelta (bucket_start, project_id, api_key_id, model_id, {", ".join(SUMS)})
+    SELECT date_trunc('minute', i.occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           i.project_id, i.api_key_id, i.model_id,
+           count(*) FILTER (WHERE i.kind <> 'cache_storage'),
+           count(*) FILTER (WHERE i.status_code >= 400),
+           count(*) FILTER (WHERE i.status_code >= 500),
+           sum(i.input_tokens), sum(i.output_tokens), sum(i.cached_tokens), sum(i.cache_token_hours), {{cost}},
+           sum(i.audio_input_tokens), sum(i.cached_audio_tokens)
+    FROM {{source}} i
+    WHERE i.kind <> 'count_tokens'
+    GROUP BY 1, 2, 3, 4
+    RETURNING 1
+"""  # noqa: S608 - constant column names
+# The usual batch, all new: plain inserts, which check each unique key once as they insert (ON CONFLICT first
+# probes the index for every row, then inserts: a fifth of the statement's time). A replayed id, even one a
+# concurrent batch is inserting, fails it with unique_violation (23505); the batch is then written again by
+# INSERT_AND_ROLL_UP, once that is rolled back. Every staged event is inserted, so the minute sums are read from the
+# staging table and the statement lines come summed from Python (pending_lines).
+INSERT_NEW = f"""
+WITH claimed AS (
+    -- Near a month start (usage.partitions): claim each id at the boundary, in key order.
+    INSERT INTO usage_usageeventguard (boundary, event_id)
+    SELECT boundary, event_id FROM usage_staging WHERE boundary IS NOT NULL
+    ORDER BY 1, 2
+    RETURNING 1
+), inserted AS (
+    INSERT INTO usage_usageevent ({", ".join(COLUMNS)}, month)
+    SELECT {", ".join(EVENT_VALUES)}, month
+    FROM usage_staging
+    ORDER BY event_id
+    RETURNING 1
+), appended AS ({APPEND_MINUTES.format(source="usage_staging", cost="sum(i.cost_nanos) * 0.000000001")}
+), pending AS (
+    INSERT INTO usage_pendingcharge ({", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)})
+    SELECT {", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)} FROM pending_staging
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+    {ADD_TO_PENDING}
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM claimed), (SELECT count(*) FROM appended),
+       (SELECT count(*) FROM pending)
+"""  # noqa: S608 - only constant column names are interpolated
+UNIQUE_VIOLATION = "23505"
+# A batch with replayed ids (some or all): each id is claimed or inserted only if new (ON CONFLICT DO NOTHING), and
+# what the inserted events add is read from them. A claim whose event was not inserted after all (the id was
+# already stored in the same month, away from the boundary) is given back, in the same transaction: a claim always
+# stands for a stored event near its boundary.
 RELEASE_CLAIMS = """
 DELETE FROM usage_usageeventguard
 WHERE (boundary, event_id) IN (SELECT * FROM unnest(%s::date[], %s::varchar[]))
@@ -584,53 +657,27 @@ WITH claimed AS (
               audio_input_tokens, cached_audio_tokens,
               account_id, price_id, long_prompt, cost_input, cost_output, cost_cached, cost_storage,
               cost_audio, cost_cached_audio
-), appended AS (
-    -- What the new events add to each UTC minute, appended for usage.fold to roll up (no row is shared with a
-    -- concurrent batch, so nothing waits).
-    INSERT INTO usage_rollupdelta (bucket_start, project_id, api_key_id, model_id, {", ".join(SUMS)})
-    SELECT date_trunc('minute', i.occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-           i.project_id, i.api_key_id, i.model_id,
-           count(*) FILTER (WHERE i.kind <> 'cache_storage'),
-           count(*) FILTER (WHERE i.status_code >= 400),
-           count(*) FILTER (WHERE i.status_code >= 500),
-           sum(i.input_tokens), sum(i.output_tokens), sum(i.cached_tokens), sum(i.cache_token_hours), sum(i.cost),
-           sum(i.audio_input_tokens), sum(i.cached_audio_tokens)
-    FROM inserted i
-    WHERE i.kind <> 'count_tokens'
-    GROUP BY 1, 2, 3, 4
-    RETURNING 1
+), appended AS ({APPEND_MINUTES.format(source="inserted", cost="sum(i.cost)")}
 ), pending AS (
-    -- What the billed events cost, by statement line (usage.charging charges it to the ledger). The lines
-    -- come summed from Python (pending_staging) when every staged event was inserted, the usual case; a
-    -- batch with replayed events sums only the inserted ones here instead.
+    -- What the inserted billed events cost, by statement line (usage.charging charges it to the ledger).
     INSERT INTO usage_pendingcharge ({", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)})
-    SELECT * FROM (
-        SELECT {", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)} FROM pending_staging
-        WHERE (SELECT count(*) FROM inserted) = %(staged)s
-        UNION ALL
-        SELECT i.account_id, i.project_id, i.model_id, i.price_id,
-               date_trunc('month', i.occurred_at AT TIME ZONE 'America/Los_Angeles')::date,
-               s.sku, i.kind = 'batch', i.long_prompt,
-               sum(s.quantity), sum(s.amount * 1000000000)::bigint, count(*), min(i.occurred_at), max(i.occurred_at)
-        FROM inserted i CROSS JOIN LATERAL (VALUES
-            ('input', (i.input_tokens - i.cached_tokens - i.audio_input_tokens + i.cached_audio_tokens)::numeric,
-             i.cost_input),
-            ('output', i.output_tokens::numeric, i.cost_output),
-            ('cached_input', (i.cached_tokens - i.cached_audio_tokens)::numeric, i.cost_cached),
-            ('audio_input', (i.audio_input_tokens - i.cached_audio_tokens)::numeric, i.cost_audio),
-            ('cached_audio_input', i.cached_audio_tokens::numeric, i.cost_cached_audio),
-            ('cache_storage', i.cache_token_hours, i.cost_storage)
-        ) AS s(sku, quantity, amount)
-        WHERE i.account_id IS NOT NULL AND s.amount > 0 AND (SELECT count(*) FROM inserted) <> %(staged)s
-        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-    ) AS lines
+    SELECT i.account_id, i.project_id, i.model_id, i.price_id,
+           date_trunc('month', i.occurred_at AT TIME ZONE 'America/Los_Angeles')::date,
+           s.sku, i.kind = 'batch', i.long_prompt,
+           sum(s.quantity), sum(s.amount * 1000000000)::bigint, count(*), min(i.occurred_at), max(i.occurred_at)
+    FROM inserted i CROSS JOIN LATERAL (VALUES
+        ('input', (i.input_tokens - i.cached_tokens - i.audio_input_tokens + i.cached_audio_tokens)::numeric,
+         i.cost_input),
+        ('output', i.output_tokens::numeric, i.cost_output),
+        ('cached_input', (i.cached_tokens - i.cached_audio_tokens)::numeric, i.cost_cached),
+        ('audio_input', (i.audio_input_tokens - i.cached_audio_tokens)::numeric, i.cost_audio),
+        ('cached_audio_input', i.cached_audio_tokens::numeric, i.cost_cached_audio),
+        ('cache_storage', i.cache_token_hours, i.cost_storage)
+    ) AS s(sku, quantity, amount)
+    WHERE i.account_id IS NOT NULL AND s.amount > 0
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
     ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
-    ON CONFLICT ({", ".join(PENDING_KEY)}) DO UPDATE SET
-        quantity = usage_pendingcharge.quantity + EXCLUDED.quantity,
-        amount_nanos = usage_pendingcharge.amount_nanos + EXCLUDED.amount_nanos,
-        events = usage_pendingcharge.events + EXCLUDED.events,
-        first_occurred_at = LEAST(usage_pendingcharge.first_occurred_at, EXCLUDED.first_occurred_at),
-        last_occurred_at = GREATEST(usage_pendingcharge.last_occurred_at, EXCLUDED.last_occurred_at)
+    {ADD_TO_PENDING}
     RETURNING 1
 )
 SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM appended), (SELECT count(*) FROM pending),
@@ -639,12 +686,12 @@ SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM appended), (S
 """  # noqa: S608 - only constant column names are interpolated
 
 
-def _store_postgres(rows: list[tuple], received_at: datetime) -> list[str]:
-    lines = pending_lines(rows)
+def _store_postgres(rows: list[tuple], lines: list[tuple] | None, received_at: datetime) -> list[str]:
+    """Stage `rows` (and the statement lines they add, `lines`: None for a batch that may hold replays) and write
+    them with one statement: INSERT_NEW when every event is taken to be new, INSERT_AND_ROLL_UP otherwise."""
     with connection.cursor() as cursor:
         cursor.execute(PREPARE_STAGING)
         types = _column_types(cursor, "usage_staging", [*ROW, "month", "boundary"])
-        line_types = _column_types(cursor, "usage_pendingcharge", PENDING_KEY + PENDING_SUMS)
         zones = partitions.Zones()
         raw = cursor.cursor  # psycopg 3: COPY is much faster than INSERT for a batch
         # Binary: a time, for one, costs a tenth of its text form to write (and to read, for PostgreSQL).
@@ -652,17 +699,21 @@ def _store_postgres(rows: list[tuple], received_at: datetime) -> list[str]:
             copy.set_types(types)
             for row in rows:
                 copy.write_row((*row, *zones.of(row[12])))
+        if lines is None:
+            cursor.execute(INSERT_AND_ROLL_UP, {"received_at": received_at})
+            inserted, _, _, boundaries, given_back = cursor.fetchone()
+            if given_back:
+                cursor.execute(RELEASE_CLAIMS, [boundaries, given_back])
+            return inserted
         if lines:
             columns = ", ".join(PENDING_KEY + PENDING_SUMS)
+            line_types = _column_types(cursor, "usage_pendingcharge", PENDING_KEY + PENDING_SUMS)
             with raw.copy(f"COPY pending_staging ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(line_types)
                 for line in lines:
                     copy.write_row(line)
-        cursor.execute(INSERT_AND_ROLL_UP, {"staged": len(rows), "received_at": received_at})
-        inserted, _, _, boundaries, given_back = cursor.fetchone()
-        if given_back:
-            cursor.execute(RELEASE_CLAIMS, [boundaries, given_back])
-    return inserted
+        cursor.execute(INSERT_NEW, {"received_at": received_at})
+    return [row[0] for row in rows]  # a plain INSERT stores every row, or fails
 
 
 _types: dict[str, dict[str, str]] = {}  # table -> column -> PostgreSQL type, read once per process
@@ -685,8 +736,8 @@ def _column_types(cursor, table: str, columns: list[str]) -> list[str]:
 def pending_lines(rows: list[tuple]) -> list[tuple]:
     """What the billed events among `rows` (tuples in ROW order) add to each statement line: tuples in
     PENDING_KEY + PENDING_SUMS order, sorted by key. A SKU counts an event only when it costs something; amounts
-    are in nano-dollars, exact (each class is rated to the nano-dollar). The Python twin of the VALUES list in
-    INSERT_AND_ROLL_UP (a test holds them equal)."""
+    are in nano-dollars, exact (each class is rated to the nano-dollar). INSERT_NEW's lines; the Python twin of the
+    VALUES list in INSERT_AND_ROLL_UP (a test holds them equal)."""
     months: dict[int, date] = {}  # by UTC hour: a Pacific month starts on one (whole-hour offsets)
     sums: dict[tuple, list] = {}
     for (

@@ -584,3 +584,99 @@ def test_pending_lines_count_a_class_only_when_it_costs_something():
         ("input", 1000, 300, 1),
         ("output", 10, 25_000, 1),
     ]
+
+
+def _mix(event, key, prefix, minute):
+    """Events of every kind of statement line: text, cached and audio input, output, batch, a long prompt, cache
+    storage, a failed request and a studio request (both free), and count_tokens (free, not rolled up)."""
+    at = [(minute - timedelta(seconds=50 * i)).isoformat() for i in range(4)]  # over three or four minutes
+    return [
+        event(key, event_id=f"{prefix}-text", input_tokens=1_000, output_tokens=20, occurred_at=at[0]),
+        event(key, event_id=f"{prefix}-cached", input_tokens=9_000, cached_tokens=3_000, occurred_at=at[1]),
+        event(
+            key,
+            event_id=f"{prefix}-audio",
+            input_tokens=10_000,
+            cached_tokens=4_000,
+            audio_input_tokens=5_000,
+            cached_audio_tokens=1_000,
+            occurred_at=at[1],
+        ),
+        event(key, event_id=f"{prefix}-batch", kind="batch", input_tokens=7_000, occurred_at=at[2]),
+        event(key, event_id=f"{prefix}-long", model="gemini-2.5-pro", input_tokens=250_000, occurred_at=at[2]),
+        storage(event, key, event_id=f"{prefix}-storage", cache_token_hours="1500.25", occurred_at=at[3]),
+        event(key, event_id=f"{prefix}-failed", status_code=500, occurred_at=at[3]),
+        event(key, event_id=f"{prefix}-studio", source="studio", occurred_at=at[0]),
+        event(key, event_id=f"{prefix}-count", kind="count_tokens", occurred_at=at[0]),
+    ]
+
+
+def _written(project_id):
+    """What a project's events added: its statement lines and minute rollups, without the ids that differ."""
+    from usage.models import PendingCharge
+
+    lines = PendingCharge.objects.filter(project_id=project_id).values_list(
+        "model_id", "month", "sku", "batch", "long_prompt", "quantity", "amount_nanos", "events",
+        "first_occurred_at", "last_occurred_at",
+    )  # fmt: skip
+    minutes = UsageRollup.objects.filter(project_id=project_id, granularity="minute").values_list(
+        "bucket_start", "model_id", "requests", "errors", "server_errors", "input_tokens", "output_tokens",
+        "cached_tokens", "audio_input_tokens", "cached_audio_tokens", "cache_token_hours", "cost",
+    )  # fmt: skip
+    return sorted(lines), sorted(minutes)
+
+
+@pytest.mark.postgres
+def test_a_batch_with_a_replayed_id_is_written_again_and_adds_what_an_all_new_batch_adds(db, event, caplog):
+    """PostgreSQL writes an all-new batch with plain inserts (INSERT_NEW: lines summed in Python, minutes from the
+    staged rows). A batch holding a replayed id fails that with unique_violation and is written again by
+    INSERT_AND_ROLL_UP (lines and minutes summed in SQL from the inserted events), quietly and not as a retry.
+    Both add exactly the same statement lines and minute sums."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import make_billed_project, make_key, make_user
+
+    minute = timezone.now() - timedelta(minutes=3)
+    fresh = make_key(make_billed_project(make_user("fresh@example.com")))[0]
+    replayed = make_key(make_billed_project(make_user("replayed@example.com")))[0]
+    sentinel = event(replayed, event_id="sentinel", kind="count_tokens")  # free, and rolled up nowhere
+    assert ingest([sentinel]).accepted == 1
+    fold()
+    assert _written(replayed.project_id) == ([], [])
+
+    def statements(batch):
+        with CaptureQueriesContext(connection) as queries:
+            report = ingest(batch)
+        event_inserts = [q["sql"] for q in queries if "INSERT INTO usage_usageevent (" in q["sql"]]
+        return report, ["replays" if "DO NOTHING" in sql else "all new" for sql in event_inserts]
+
+    with caplog.at_level("DEBUG", logger="usage.ingest"):
+        report, written = statements(_mix(event, fresh, "f", minute))
+        assert (report.accepted, report.duplicates, report.rejected, written) == (9, 0, [], ["all new"])
+        report, written = statements([sentinel, *_mix(event, replayed, "r", minute)])
+        assert (report.accepted, report.duplicates, report.rejected, written) == (9, 1, [], ["all new", "replays"])
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("DEBUG", "usage ingestion: a batch of 10 events holds replayed ids")
+    ]
+
+    fold()
+    lines, minutes = _written(fresh.project_id)
+    assert _written(replayed.project_id) == (lines, minutes)
+    # What every class added, by SKU: (quantity, nano-dollars, events), over its lines.
+    by_sku = {}
+    for _, _, sku, _, _, quantity, nanos, events, _, _ in lines:
+        total = by_sku.setdefault(sku, [0, 0, 0])
+        total[0], total[1], total[2] = total[0] + quantity, total[1] + nanos, total[2] + events
+    assert by_sku == {
+        # input not cached, not audio: text 1,000, cached 6,000, audio 2,000 (at 0.30/M); batch 7,000 (at half);
+        # the long prompt 250,000 (gemini-2.5-pro above 200,000 tokens: 2.50/M)
+        "input": [266_000, 300_000 + 1_800_000 + 600_000 + 1_050_000 + 625_000_000, 5],
+        "cached_input": [6_000, 90_000 + 90_000, 2],  # 3,000 + 3,000 at 0.03/M
+        "audio_input": [4_000, 4_000_000, 1],  # at 1.00/M
+        "cached_audio_input": [1_000, 100_000, 1],  # at 0.10/M
+        # 20 + 4 × 300 (2.50/M; the batch's at half, the long prompt's at 15.00/M); the failed and studio ones free
+        "output": [1_220, 50_000 + 2 * 750_000 + 375_000 + 4_500_000, 5],
+        "cache_storage": [D("1500.25"), 1_500_250, 1],  # gemini-2.5-flash: 1.00/M token-hours
+    }
+    assert sum(minute[2] for minute in minutes) == 7  # not storage, not count_tokens; the failed one counts
