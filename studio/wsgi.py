@@ -43,6 +43,7 @@ fleet = FleetHandler()
 # What was loaded until now (Django, the apps, the URLconfs: ~100,000 objects) lives as long as the process: out of
 # the garbage collector's sight, its full collections take ~1 ms instead of ~70 ms. A usage:report batch allocates
 # enough to cause one every ~25 batches: ~2.7 ms of CPU per 1,000-event batch (bench/README.md).
+gc.collect()  # nothing start-up left unreachable is kept for the life of the process
 gc.freeze()
 
 

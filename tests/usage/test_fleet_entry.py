@@ -57,6 +57,8 @@ def test_the_entry_puts_what_it_loaded_out_of_the_garbage_collectors_sight():
     """studio.wsgi freezes the objects loaded at start (Django, the apps, the URLconfs), so that the full collections
     a usage:report batch causes do not walk them each time."""
     assert gc.get_freeze_count() > 50_000  # everything this process had loaded when it imported studio.wsgi
+    assert gc.is_tracked(wsgi.fleet)
+    assert all(tracked is not wsgi.fleet for tracked in gc.get_objects())  # frozen: no collection walks it
 
 
 @pytest.fixture

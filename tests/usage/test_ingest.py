@@ -656,7 +656,7 @@ def test_a_batch_with_a_replayed_id_is_written_again_and_adds_what_an_all_new_ba
         assert (report.accepted, report.duplicates, report.rejected, written) == (9, 0, [], ["all new"])
         report, written = statements([sentinel, *_mix(event, replayed, "r", minute)])
         assert (report.accepted, report.duplicates, report.rejected, written) == (9, 1, [], ["all new", "replays"])
-    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "usage.ingest"] == [
         ("DEBUG", "usage ingestion: a batch of 10 events holds replayed ids")
     ]
 
@@ -680,3 +680,21 @@ def test_a_batch_with_a_replayed_id_is_written_again_and_adds_what_an_all_new_ba
         "cache_storage": [D("1500.25"), 1_500_250, 1],  # gemini-2.5-flash: 1.00/M token-hours
     }
     assert sum(minute[2] for minute in minutes) == 7  # not storage, not count_tokens; the failed one counts
+
+
+@pytest.mark.postgres
+def test_the_all_new_statement_claims_every_id_before_it_inserts_an_event(db):
+    """Lock order near a month start: both statements make the boundary claims before the first event goes in (a
+    one-time filter on the events' insert reads the claims), so that a batch on either path meeting another on one
+    id waits for it instead of holding the event while waiting for the claim (a deadlock)."""
+    from django.db import connection
+
+    from usage.ingest import INSERT_AND_ROLL_UP, INSERT_NEW, PREPARE_STAGING
+
+    for statement in (INSERT_NEW, INSERT_AND_ROLL_UP):
+        with connection.cursor() as cursor:
+            cursor.execute(PREPARE_STAGING)
+            cursor.execute("EXPLAIN (COSTS OFF) " + statement, {"received_at": timezone.now()})
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        events = plan[plan.index("Insert on usage_usageevent") : plan.index("CTE appended")]
+        assert "One-Time Filter" in events and "CTE Scan on claimed" in events, plan
