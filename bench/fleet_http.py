@@ -74,6 +74,10 @@ CEILING_EVENTS_PER_S = 40_000
 MODELS = [("gemini-2.5-flash", 60), ("gemini-2.0-flash", 25), ("gemini-2.5-pro", 15)]
 KINDS = [("generate", 85), ("batch", 8), ("count_tokens", 7)]
 STATUSES = [(200, 95), (429, 2.5), (500, 2.5)]
+# How long before its report an event occurred, at most (uniformly): an hour unless --spread says otherwise. Read from
+# the environment, which the client processes (spawned) inherit.
+SPREAD_ENV = "FLEET_BENCH_SPREAD_SECONDS"
+SPREAD_SECONDS = 3600
 
 
 def psql(sql: str) -> None:
@@ -303,6 +307,7 @@ def make_events(rng: random.Random, key_ids: list[int], count: int, now: datetim
     models, model_weights = weighted(MODELS)
     kinds, kind_weights = weighted(KINDS)
     statuses, status_weights = weighted(STATUSES)
+    spread = float(os.environ.get(SPREAD_ENV, SPREAD_SECONDS))
     events = []
     for model, kind, status in zip(
         rng.choices(models, model_weights, k=count),
@@ -324,7 +329,7 @@ def make_events(rng: random.Random, key_ids: list[int], count: int, now: datetim
             "input_tokens": input_tokens,
             "output_tokens": min(int(rng.lognormvariate(5.5, 1)), 65_536) if produced else 0,
             "cached_tokens": int(input_tokens * rng.random()) if produced and rng.random() < 0.2 else 0,
-            "occurred_at": (now - timedelta(seconds=rng.uniform(0, 3600))).isoformat(),
+            "occurred_at": (now - timedelta(seconds=rng.uniform(0, spread))).isoformat(),
         }
         if produced and rng.random() < 0.05:  # cache storage is its own event: token-hours, not a request
             event = {name: event[name] for name in ("event_id", "key_id", "model", "source", "occurred_at")}
@@ -1121,8 +1126,16 @@ def main() -> int:
         default=1,
         help="with --charging: billed runs without and with the charge job, this many times in turn (default 1)",
     )
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=SPREAD_SECONDS,
+        help=f"events occurred up to this many seconds before they are sent, uniformly (default {SPREAD_SECONDS}; "
+        "a fleet that reports as it serves: 60)",
+    )
     add_target_arguments(parser)
     args = parser.parse_args()
+    os.environ[SPREAD_ENV] = str(args.spread)  # for make_events, here and in the client processes
 
     # A SIGTERM (or a closed terminal) unwinds through the finally clauses: gunicorn stopped, database dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
