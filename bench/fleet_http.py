@@ -92,7 +92,8 @@ def database_name(name: str) -> str:
 
 
 def database_url(name: str) -> str:
-    return f"postgres://postgres@127.0.0.1:5432/{name}"
+    # PGPORT (psql reads it too): another PostgreSQL on this machine, e.g. one configured differently.
+    return f"postgres://postgres@127.0.0.1:{os.environ.get('PGPORT', '5432')}/{name}"
 
 
 def server_environment(database: str, redis_url: str) -> dict[str, str]:

@@ -1,17 +1,17 @@
 """usage:report ingestion (R23): validate, rate and store a batch of events, exactly once.
 
-Per batch: three lookups (keys, the projects' billing history, the keys' studio-link history) and
-the process's catalog snapshot (models and price versions; a new price version is seen within
-CATALOG_TTL_SECONDS), pure validation and rating in Python (costs in whole nano-dollars,
-usage.rating), then one write. On PostgreSQL the write is a binary COPY into a temporary table (the
-costs as bigint nano-dollars, turned into the events' USD columns in SQL) and a single statement
-that inserts the events (unique by (event_id, month): the table is partitioned by Pacific month,
-usage.partitions) and appends what they add to each minute (RollupDelta, rolled up into the
-minute/hour/day rollups and the hourly peaks by usage.fold, within ROLLUP_FOLD_SECONDS), and adds
-what each billed event costs to its statement line in `PendingCharge` (usage.charging moves it to
-the ledger). In the same statement, events within REPLAY_WINDOW of a month start first claim their
-id near that boundary (`usage_usageeventguard`; each event's month and boundary are computed in
-Python and staged with it), so that a replay whose occurred_at moved into the next or previous
+Per batch: one lookup query (keys with their projects' tiers, the projects' billing history, the
+keys' studio-link history: LOOKUPS) and the process's catalog snapshot (models and price versions; a
+new price version is seen within CATALOG_TTL_SECONDS), pure validation and rating in Python (costs
+in whole nano-dollars, usage.rating), then one write. On PostgreSQL the write is a binary COPY into
+a temporary table (the costs as bigint nano-dollars, turned into the events' USD columns in SQL) and
+a single statement that inserts the events (unique by (event_id, month): the table is partitioned by
+Pacific month, usage.partitions) and appends what they add to each minute (RollupDelta, rolled up
+into the minute/hour/day rollups and the hourly peaks by usage.fold, within ROLLUP_FOLD_SECONDS),
+and adds what each billed event costs to its statement line in `PendingCharge` (usage.charging moves
+it to the ledger). In the same statement, events within REPLAY_WINDOW of a month start first claim
+their id near that boundary (`usage_usageeventguard`; each event's month and boundary are computed
+in Python and staged with it), so that a replay whose occurred_at moved into the next or previous
 month is a replay too.
 
 Two statements, one per case. The usual batch, all new, is written by INSERT_NEW: plain inserts
@@ -57,10 +57,9 @@ import time
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, ClassVar, Literal, NamedTuple
-from zoneinfo import ZoneInfo
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F
@@ -77,7 +76,7 @@ from pydantic import (
 )
 
 from billing.models import BillingPeriod
-from studio.models import ActorKind, ApiKey, AuditEvent, StudioKeyLink
+from studio.models import ActorKind, ApiKey, AuditEvent, Project, StudioKeyLink, effective_tier
 from usage import partitions
 from usage.catalog import get_catalog
 from usage.fold import SUMS, fold_if_due
@@ -88,7 +87,6 @@ from usage.settlement import settle_after_commit
 
 log = logging.getLogger(__name__)
 
-PACIFIC = ZoneInfo("America/Los_Angeles")  # statement months are Pacific months
 MAX_BATCH = 1000
 MAX_TOKENS = 10_000_000  # more than any context window: a larger count is a fleet bug
 OLDEST = timedelta(days=7)
@@ -285,12 +283,13 @@ def ingest(raw_events: list, *, now: datetime | None = None, reporter=None) -> R
             if event.reservation_id is not None:
                 reservations[event.event_id] = event.reservation_id
 
-    rows = _rate(valid, report)
+    tiers: dict[int, tuple] = {}
+    rows = _rate(valid, report, tiers)
     if rows:
         inserted = _store(rows, received_at=now)
         report.accepted = len(inserted)
         report.duplicates += len(rows) - len(inserted)
-        settle_after_commit(rows, ROW, inserted, reservations)  # new events only: a replay changes nothing
+        settle_after_commit(rows, ROW, inserted, reservations, tiers)  # new events only: a replay changes nothing
     if reporter is not None and report.accepted:
         AuditEvent.record(
             actor=None,
@@ -351,24 +350,66 @@ class _Key(NamedTuple):
     revoked_at: datetime | None
 
 
-class _History:
-    """Billing history of the batch's projects and studio-link history of its keys, read once per batch:
-    whether an event is billed, and to whom, is decided by the state when it occurred (SPEC §9)."""
+# What rating a batch needs to know, in one round trip (three ORM queries cost ~2 ms of Python per batch, this one
+# ~0.3): its keys, with their projects' tiers (for usage.settlement); the billing history of those projects; the
+# studio-link history of the keys. One row shape for the three: (part, id, id, id, time, time, text, text).
+LOOKUPS = f"""
+SELECT 0, k.id, k.project_id, NULL, k.revoked_at, p.spend_cap_since, p.tier, p.billing_state
+FROM {ApiKey._meta.db_table} k JOIN {Project._meta.db_table} p ON p.id = k.project_id
+WHERE k.id IN ({{keys}})
+UNION ALL
+SELECT 1, b.project_id, b.account_id, b.id, b.starts_at, NULL, NULL, NULL
+FROM {BillingPeriod._meta.db_table} b
+WHERE b.project_id IN (SELECT project_id FROM {ApiKey._meta.db_table} WHERE id IN ({{keys}}))
+UNION ALL
+SELECT 2, s.api_key_id, NULL, NULL, s.linked_at, s.unlinked_at, NULL, NULL
+FROM {StudioKeyLink._meta.db_table} s
+WHERE s.api_key_id IN ({{keys}})
+ORDER BY 1, 2, 5, 4
+"""  # noqa: S608 - table names from the models; the ids are parameters
 
-    def __init__(self, keys: dict):
-        self.periods: dict[int, tuple[list, list]] = {}
-        rows = BillingPeriod.objects.filter(project_id__in={key.project_id for key in keys.values()})
-        for project_id, starts_at, account_id in rows.order_by("project_id", "starts_at", "pk").values_list(
-            "project_id", "starts_at", "account_id"
-        ):
-            starts, accounts = self.periods.setdefault(project_id, ([], []))
-            starts.append(starts_at)
-            accounts.append(account_id)
-        self.studio: dict[int, list] = defaultdict(list)
-        for key_id, linked_at, unlinked_at in StudioKeyLink.objects.filter(api_key_id__in=keys).values_list(
-            "api_key_id", "linked_at", "unlinked_at"
-        ):
-            self.studio[key_id].append((linked_at, unlinked_at))
+
+def _aware(value):
+    """A time as a raw cursor returns it: PostgreSQL an aware datetime, SQLite text in UTC (or a naive datetime)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _lookups(key_ids: set[int]) -> tuple[dict[int, _Key], "_History", dict[int, tuple[str, datetime | None]]]:
+    """The batch's keys by id, their billing and studio-link history, and their projects' effective tiers and
+    spend-cap start (usage.settlement: project id -> (tier, spend_cap_since))."""
+    keys: dict[int, _Key] = {}
+    history = _History()
+    tiers: dict[int, tuple[str, datetime | None]] = {}
+    if not key_ids:
+        return keys, history, tiers
+    ids = sorted(key_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(LOOKUPS.format(keys=", ".join(["%s"] * len(ids))), ids * 3)
+        found = cursor.fetchall()
+    for part, first, second, _, moment, other, tier, billing_state in found:
+        if part == 0:
+            keys[first] = _Key(first, second, _aware(moment))
+            tiers[second] = (effective_tier(tier, billing_state), _aware(other))
+        elif part == 1:
+            starts, accounts = history.periods.setdefault(first, ([], []))
+            starts.append(_aware(moment))
+            accounts.append(second)
+        else:
+            history.studio[first].append((_aware(moment), _aware(other)))
+    return keys, history, tiers
+
+
+class _History:
+    """Billing history of the batch's projects (in order of start) and studio-link history of its keys, read once
+    per batch: whether an event is billed, and to whom, is decided by the state when it occurred (SPEC §9)."""
+
+    def __init__(self):
+        self.periods: dict[int, tuple[list, list]] = {}  # project id -> (starts, accounts)
+        self.studio: dict[int, list] = defaultdict(list)  # key id -> [(linked at, unlinked at or None)]
 
     def billed_to(self, project_id: int, moment) -> int | None:
         """The billing account that paid for the project's usage at `moment` (None: not billed)."""
@@ -381,17 +422,15 @@ class _History:
         return any(start <= moment and (end is None or moment < end) for start, end in self.studio.get(key_id, ()))
 
 
-def _rate(valid, report: Report) -> list[tuple]:
-    # Three columns, not model instances: a batch may name a thousand keys.
-    keys = {
-        pk: _Key(pk, project_id, revoked_at)
-        for pk, project_id, revoked_at in ApiKey.objects.filter(pk__in={int(e.key_id) for _, e in valid}).values_list(
-            "pk", "project_id", "revoked_at"
-        )
-    }
+def _rate(valid, report: Report, tiers: dict | None = None) -> list[tuple]:
+    """Rated events (tuples in ROW order); the invalid ones are added to `report`. `tiers`, when given, is filled
+    with the effective tier of each project named (for usage.settlement)."""
+    keys, history, found = _lookups({int(e.key_id) for _, e in valid})
+    if tiers is not None:
+        tiers.update(found)
     catalog = get_catalog()
     tariffs = catalog.tariffs
-    history = _History(keys)
+    zones = partitions.Zones()
 
     rows = []
     for index, event in valid:
@@ -425,7 +464,8 @@ def _rate(valid, report: Report) -> list[tuple]:
             continue
         # Plain attributes rather than .pk (a property with a lookup): this loop runs for every event.
         project_id = key.project_id
-        account_id = history.billed_to(project_id, event.occurred_at)
+        occurred_at = event.occurred_at
+        account_id = history.billed_to(project_id, occurred_at)
         rated = rate(
             kind=event.kind,
             status_code=event.status_code,
@@ -471,6 +511,7 @@ def _rate(valid, report: Report) -> list[tuple]:
                 rated.cached_audio_nanos,
                 account_id if rated.billable else None,
                 rated.long_prompt,
+                *zones.of(occurred_at),  # its month, and the month start it lies near (if it does)
             )
         )
     return rows
@@ -535,19 +576,22 @@ def _store(rows: list[tuple], *, received_at: datetime) -> list[str]:
 
 
 # A rated event, as ingestion passes it on (COPY, pending_lines, usage.settlement, usage.peaks): a plain tuple. Costs
-# are whole nano-dollars (usage.rating), the event's USD columns are computed from them in SQL (EVENT_VALUES).
+# are whole nano-dollars (usage.rating), the event's USD columns are computed from them in SQL (EVENT_VALUES). The
+# last two, computed once per event (usage.partitions.Zones): the Pacific month it occurred in (the partition key,
+# and the statement month of its lines) and the month start whose REPLAY_WINDOW it lies in, if any (its claim).
 ROW = [
     "event_id", "project_id", "api_key_id", "model_id", "price_id", "kind", "source", "status_code",
     "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours", "occurred_at",
     "billable", "counts_against_quota", "cost_nanos", "input_nanos", "output_nanos", "cached_nanos", "storage_nanos",
     "audio_input_tokens", "cached_audio_tokens", "audio_nanos", "cached_audio_nanos", "account_id", "long_prompt",
+    "month", "boundary",
 ]  # fmt: skip
-# The event table's columns that ingestion writes (besides the partition key, month), and each one's value.
+# The event table's columns that ingestion writes, and each one's value.
 NANOS_OF = {
     "cost": "cost_nanos", "cost_input": "input_nanos", "cost_output": "output_nanos", "cost_cached": "cached_nanos",
     "cost_storage": "storage_nanos", "cost_audio": "audio_nanos", "cost_cached_audio": "cached_audio_nanos",
 }  # fmt: skip
-COLUMNS = [name for name in ROW if name not in NANOS_OF.values()] + ["received_at", *NANOS_OF]
+COLUMNS = [name for name in ROW if name not in NANOS_OF.values() and name != "boundary"] + ["received_at", *NANOS_OF]
 EVENT_VALUES = [
     "%(received_at)s" if name == "received_at" else f"{NANOS_OF[name]} * 0.000000001" if name in NANOS_OF else name
     for name in COLUMNS
@@ -559,13 +603,15 @@ EVENT_VALUES = [
 PENDING_KEY = ["account_id", "project_id", "model_id", "price_id", "month", "sku", "batch", "long_prompt"]
 PENDING_SUMS = ["quantity", "amount_nanos", "events", "first_occurred_at", "last_occurred_at"]
 
-# The batch as COPY sends it (binary): ROW, then each event's month (the partition key) and the month start whose
-# REPLAY_WINDOW it lies in, if any (usage.partitions.Zones, in Python: in SQL, with their time-zone conversions,
-# they cost about a third of the statement). The event table's types, nano-dollars as bigint.
-STAGED = [name if name in COLUMNS else f"0::bigint AS {name}" for name in ROW]
+# The batch as COPY sends it (binary): ROW, in the event table's types, nano-dollars as bigint. Month and boundary
+# come from Python (usage.partitions.Zones: in SQL, with their time-zone conversions, they cost about a third of the
+# statement).
+STAGED = [
+    "month AS boundary" if name == "boundary" else name if name in COLUMNS else f"0::bigint AS {name}" for name in ROW
+]
 CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS usage_staging ON COMMIT DELETE ROWS
-AS SELECT {", ".join(STAGED)}, month, month AS boundary FROM usage_usageevent WITH NO DATA
+AS SELECT {", ".join(STAGED)} FROM usage_usageevent WITH NO DATA
 """  # noqa: S608 - constant column names
 CREATE_PENDING_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS pending_staging ON COMMIT DELETE ROWS
@@ -616,8 +662,8 @@ WITH claimed AS (
     ORDER BY 1, 2
     RETURNING 1
 ), inserted AS (
-    INSERT INTO usage_usageevent ({", ".join(COLUMNS)}, month)
-    SELECT {", ".join(EVENT_VALUES)}, month
+    INSERT INTO usage_usageevent ({", ".join(COLUMNS)})
+    SELECT {", ".join(EVENT_VALUES)}
     FROM usage_staging
     WHERE {CLAIMS_FIRST}
     ORDER BY event_id
@@ -652,8 +698,8 @@ WITH claimed AS (
     ON CONFLICT (boundary, event_id) DO NOTHING
     RETURNING boundary, event_id
 ), inserted AS (
-    INSERT INTO usage_usageevent ({", ".join(COLUMNS)}, month)
-    SELECT {", ".join(EVENT_VALUES)}, month
+    INSERT INTO usage_usageevent ({", ".join(COLUMNS)})
+    SELECT {", ".join(EVENT_VALUES)}
     FROM usage_staging
     WHERE {CLAIMS_FIRST} AND (boundary IS NULL OR event_id IN (SELECT event_id FROM claimed))
     ORDER BY event_id
@@ -697,14 +743,13 @@ def _store_postgres(rows: list[tuple], lines: list[tuple] | None, received_at: d
     them with one statement: INSERT_NEW when every event is taken to be new, INSERT_AND_ROLL_UP otherwise."""
     with connection.cursor() as cursor:
         cursor.execute(PREPARE_STAGING)
-        types = _column_types(cursor, "usage_staging", [*ROW, "month", "boundary"])
-        zones = partitions.Zones()
+        types = _column_types(cursor, "usage_staging", ROW)
         raw = cursor.cursor  # psycopg 3: COPY is much faster than INSERT for a batch
         # Binary: a time, for one, costs a tenth of its text form to write (and to read, for PostgreSQL).
-        with raw.copy(f"COPY usage_staging ({', '.join(ROW)}, month, boundary) FROM STDIN (FORMAT BINARY)") as copy:
+        with raw.copy(f"COPY usage_staging ({', '.join(ROW)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(types)
             for row in rows:
-                copy.write_row((*row, *zones.of(row[12])))
+                copy.write_row(row)
         if lines is None:
             cursor.execute(INSERT_AND_ROLL_UP, {"received_at": received_at})
             inserted, _, _, boundaries, given_back = cursor.fetchone()
@@ -744,19 +789,14 @@ def pending_lines(rows: list[tuple]) -> list[tuple]:
     PENDING_KEY + PENDING_SUMS order, sorted by key. A SKU counts an event only when it costs something; amounts
     are in nano-dollars, exact (each class is rated to the nano-dollar). INSERT_NEW's lines; the Python twin of the
     VALUES list in INSERT_AND_ROLL_UP (a test holds them equal)."""
-    months: dict[int, date] = {}  # by UTC hour: a Pacific month starts on one (whole-hour offsets)
     sums: dict[tuple, list] = {}
     for (
         _, project, _, model, price, kind, _, _, tokens_in, tokens_out, cached, hours, moment, _, _, _,
         input_nanos, output_nanos, cached_nanos, storage_nanos, audio, cached_audio, audio_nanos, cached_audio_nanos,
-        account, long_prompt,
+        account, long_prompt, month, _,
     ) in rows:  # fmt: skip
         if account is None:
             continue
-        hour = int(moment.timestamp()) // 3600
-        month = months.get(hour)
-        if month is None:
-            month = months[hour] = moment.astimezone(PACIFIC).date().replace(day=1)
         batch = kind == "batch"
         for sku, quantity, nanos in (
             ("input", tokens_in - cached - audio + cached_audio, input_nanos),
@@ -796,10 +836,11 @@ def _store_orm(rows: list[tuple], received_at: datetime) -> list[str]:
     """The same rule as PostgreSQL's unique keys, from the stored events themselves (SQLite has one writer at a
     time): an id is known in a month, or near a month start (usage.partitions)."""
     zones = partitions.Zones()
-    tuples, rows = rows, []
+    tuples, rows, boundaries = rows, [], []
     for row in tuples:
         fields = dict(zip(ROW, row, strict=True))
         fields.update({name: usd(fields.pop(nanos)) for name, nanos in NANOS_OF.items()}, received_at=received_at)
+        boundaries.append(fields.pop("boundary"))
         rows.append(UsageEvent(**fields))
     ids = [row.event_id for row in rows]
     known = set()
@@ -811,8 +852,7 @@ def _store_orm(rows: list[tuple], received_at: datetime) -> list[str]:
             if (boundary := zones.of(occurred_at)[1]) is not None:
                 known.add((event_id, boundary, "near"))
     new = []
-    for row in rows:
-        row.month, boundary = zones.of(row.occurred_at)
+    for row, boundary in zip(rows, boundaries, strict=True):
         if (row.event_id, row.month) not in known and (row.event_id, boundary, "near") not in known:
             new.append(row)
     UsageEvent.objects.bulk_create(new, batch_size=500)

@@ -18,13 +18,14 @@ committed, so a write that rolled back settles nothing. That is what makes settl
 not looked up, so nothing else remembers that it was settled. A failure to settle never fails the report: the events
 are stored, and the limiter logs it (usage.limiter: Redis errors are warnings, at most one per 10 s).
 
-Cost per batch: one pass over its rows in Python (and a MAC per reservation id, about a microsecond), at most one
-query (the tiers of the projects whose usage settles, only when there is any) and one limiter call (through Redis: one
-pipeline of one script call per project whose counters change, its changes summed per counter and minute).
+Cost per batch: one pass over its rows in Python (and a MAC per reservation id, about a microsecond), no query (the
+projects' tiers come from ingestion, which reads them with the batch's keys, a moment before its write; one query
+otherwise, only when anything settles) and one limiter call (through Redis: one pipeline of one script call per
+project whose counters change, its changes summed per counter and minute).
 """
 
 from collections import defaultdict
-from datetime import timedelta
+from datetime import date, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -33,48 +34,50 @@ from studio.models import Project, effective_tier
 from usage import rating
 from usage.admission import INPUT_TOKENS, MICRO_USD, project_scope, settlement_counters
 from usage.catalog import get_catalog
-from usage.limiter import Usage, get_limiter, month_id, pacific_month_windows
+from usage.limiter import Usage, get_limiter
 from usage.spendcap import MONTH_MICRO_USD
 
 SETTLED_HORIZON = timedelta(minutes=10)
 
 
-def settle_after_commit(rows: list[tuple], columns: list[str], inserted: list[str], reservations: dict[str, str]):
+def settle_after_commit(
+    rows: list[tuple], columns: list[str], inserted: list[str], reservations: dict[str, str], tiers: dict | None = None
+):
     """Settle the usage of the `inserted` events of `rows` (tuples in `columns` order) when the current transaction
-    commits (at once outside a transaction). `reservations` maps an event id to the reservation id it carries."""
+    commits (at once outside a transaction). `reservations` maps an event id to the reservation id it carries;
+    `tiers`, if the caller read them, a project id to its (effective tier, spend_cap_since)."""
     if not inserted:
         return
 
     def settle() -> None:  # named: a robust on_commit logs a failing callback by its __qualname__
-        settle_reported(rows, columns, inserted, reservations)
+        settle_reported(rows, columns, inserted, reservations, tiers)
 
     transaction.on_commit(settle, robust=True)
 
 
-def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], reservations: dict[str, str]) -> None:
-    """Settle, in the limiter, the actual usage of the events of `rows` whose ids are in `inserted`."""
+def settle_reported(
+    rows: list[tuple], columns: list[str], inserted: list[str], reservations: dict[str, str], tiers: dict | None = None
+) -> None:
+    """Settle, in the limiter, the actual usage of the events of `rows` whose ids are in `inserted`. `tiers`: project
+    id -> (effective tier, spend_cap_since) for every project of those events (ingestion reads them with the batch's
+    keys); read here when not given."""
     names = ("event_id", "project_id", "model_id", "counts_against_quota", "input_tokens", "billable", "cost_nanos")
-    event_at, project_at, model_at, counts_at, tokens_at, billable_at, cost_at, occurred_at = (
-        columns.index(name) for name in (*names, "occurred_at")
+    event_at, project_at, model_at, counts_at, tokens_at, billable_at, cost_at, occurred_at, month_at = (
+        columns.index(name) for name in (*names, "occurred_at", "month")
     )
     new = set(inserted)
     # Unreserved usage that occurred before the longest window it could count in (the spend limit's 10 minutes) adds
     # nothing: a report that comes late (up to 7 days, or the demo's history) must not fill today's windows. The same
     # holds for an event whose reservation id the limiter does not take (`Usage.recent`).
-    now = timezone.now()
-    closed = now - SETTLED_HORIZON
-    months = pacific_month_windows(now.timestamp())
+    closed = timezone.now() - SETTLED_HORIZON
+    # The Pacific month (YYYYMM) a monthly spend counter takes an event's cost in: the month it occurred in, which
+    # ingestion computed (the first day of that Pacific month, the events' partition key).
+    month_ids: dict[date, int] = {}
 
-    by_hour: dict[int, int] = {}  # a Pacific month starts on a UTC hour (whole-hour offsets)
-
-    def month_of(moment) -> int:  # the Pacific month (YYYYMM) a monthly spend counter takes the event's cost in
-        second = moment.timestamp()
-        hour = int(second) // 3600
-        month = by_hour.get(hour)
+    def month_of(first_day: date) -> int:
+        month = month_ids.get(first_day)
         if month is None:
-            month = by_hour[hour] = next((m.day_id for m in months if m.start <= second < m.end), None) or month_id(
-                moment
-            )
+            month = month_ids[first_day] = first_day.year * 100 + first_day.month
         return month
 
     # project pk -> [(reservation id, model, input tokens, micro-USD, recent, month)]: each settles its reservation
@@ -92,10 +95,10 @@ def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], 
         recent = row[occurred_at] >= closed
         if reservation_id is not None:
             reserved[row[project_at]].append(
-                (reservation_id, row[model_at], tokens, micro_usd, recent, month_of(row[occurred_at]))
+                (reservation_id, row[model_at], tokens, micro_usd, recent, month_of(row[month_at]))
             )
         elif micro_usd or (tokens and recent):
-            key = (row[project_at], row[model_at], month_of(row[occurred_at]), recent)
+            key = (row[project_at], row[model_at], month_of(row[month_at]), recent)
             totals = unreserved.setdefault(key, [0, 0])
             totals[0] += tokens if recent else 0
             totals[1] += micro_usd
@@ -105,12 +108,13 @@ def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], 
     # Every project settling needs its tier: a reservation id is taken only for the counters it was counted in, and
     # otherwise the usage counts in those of the tier the project is on now, as a new check would read them.
     projects = set(reserved).union(key[0] for key in unreserved)
-    tiers = {
-        pk: (effective_tier(tier, billing_state), since)
-        for pk, tier, billing_state, since in Project.objects.filter(pk__in=projects).values_list(
-            "pk", "tier", "billing_state", "spend_cap_since"
-        )
-    }
+    if tiers is None or not projects <= tiers.keys():
+        tiers = {
+            pk: (effective_tier(tier, billing_state), since)
+            for pk, tier, billing_state, since in Project.objects.filter(pk__in=projects).values_list(
+                "pk", "tier", "billing_state", "spend_cap_since"
+            )
+        }
     catalog = get_catalog()
     counters: dict[tuple[int, str], dict] = {}
 

@@ -6,6 +6,7 @@ import pytest
 from django.db.models import Sum
 from django.utils import timezone
 
+from billing.statements import month_of
 from studio.models import User
 from tests.concurrency import at_once
 from usage.fold import fold
@@ -574,6 +575,8 @@ def test_pending_lines_count_a_class_only_when_it_costs_something():
         "counts_against_quota": True,
         "account_id": 5,
         "long_prompt": False,
+        "month": month_of(moment),
+        "boundary": None,
     }
     costs_nothing = fields | {"input_nanos": -300, "output_nanos": 0}
     costs = fields | {"event_id": "e2", "input_nanos": 300, "output_nanos": 25_000}
