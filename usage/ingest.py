@@ -54,11 +54,13 @@ is written again by the statement for replays, once, without counting an attempt
 import logging
 import random
 import time
+import weakref
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Annotated, ClassVar, Literal, NamedTuple
 
 from django.db import DatabaseError, connection, transaction
@@ -260,7 +262,7 @@ def ingest(raw_events: list, *, now: datetime | None = None, reporter=None) -> R
 
     `reporter`, the fleet token of a usage:report call: a report that stored new events gets one audit row
     (usage.report, by the fleet; X10), per batch, never per event: the events are their own append-only record.
-    Written after the batch committed, so a crash in between loses that row, never the usage."""
+    Written in the batch's transaction: the row and the events are stored together, or neither."""
     now = now or timezone.now()
     report = Report()
     valid: list[tuple[int, RequestEventIn | StorageEventIn]] = []
@@ -285,19 +287,21 @@ def ingest(raw_events: list, *, now: datetime | None = None, reporter=None) -> R
 
     tiers: dict[int, tuple] = {}
     rows = _rate(valid, report, tiers)
+
+    def audit(inserted: list[str]) -> None:  # in the batch's transaction, once its events are written
+        if reporter is not None and inserted:
+            after = {
+                "accepted": len(inserted),
+                "duplicates": report.duplicates + len(rows) - len(inserted),
+                "rejected": len(report.rejected),
+            }
+            AuditEvent.record(actor=None, actor_kind=ActorKind.FLEET, action="usage.report", obj=reporter, after=after)
+
     if rows:
-        inserted = _store(rows, received_at=now)
+        inserted = _store(rows, received_at=now, audit=audit)
         report.accepted = len(inserted)
         report.duplicates += len(rows) - len(inserted)
         settle_after_commit(rows, ROW, inserted, reservations, tiers)  # new events only: a replay changes nothing
-    if reporter is not None and report.accepted:
-        AuditEvent.record(
-            actor=None,
-            actor_kind=ActorKind.FLEET,
-            action="usage.report",
-            obj=reporter,
-            after={"accepted": report.accepted, "duplicates": report.duplicates, "rejected": len(report.rejected)},
-        )
     return report
 
 
@@ -517,9 +521,10 @@ def _rate(valid, report: Report, tiers: dict | None = None) -> list[tuple]:
     return rows
 
 
-def _store(rows: list[tuple], *, received_at: datetime) -> list[str]:
+def _store(rows: list[tuple], *, received_at: datetime, audit=None) -> list[str]:
     """Insert new events (tuples in ROW order) and what they add to the rollups (PostgreSQL: appended, then
-    folded by usage.fold); returns the ids of the new ones."""
+    folded by usage.fold); returns the ids of the new ones. `audit(inserted)`, if given, is called in the same
+    transaction once they are written."""
     rows.sort(key=lambda row: row[0])  # by event_id: one lock order for concurrent batches
     postgres = connection.vendor == "postgresql"
     lines = pending_lines(rows) if postgres else None  # None: the batch may hold replays (INSERT_AND_ROLL_UP)
@@ -533,6 +538,8 @@ def _store(rows: list[tuple], *, received_at: datetime) -> list[str]:
                 else:
                     inserted = _store_orm(rows, received_at)
                     update_peaks(rows, inserted, ROW)
+                if audit is not None:
+                    audit(inserted)
             if inserted:
                 fold_if_due()  # the batch is stored: roll it up (with others), unless that was done a moment ago
             return inserted
@@ -617,9 +624,13 @@ CREATE_PENDING_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS pending_staging ON COMMIT DELETE ROWS
 AS SELECT {", ".join(PENDING_KEY)}, {", ".join(PENDING_SUMS)} FROM usage_pendingcharge WITH NO DATA
 """  # noqa: S608 - constant column names
-# One round trip. The staging tables empty themselves at commit; inside a caller's transaction (the demo's
-# loader, tests) the previous batch's rows would still be there.
-PREPARE_STAGING = f"{CREATE_STAGING}; {CREATE_PENDING_STAGING}; DELETE FROM usage_staging; DELETE FROM pending_staging"  # noqa: S608
+# The staging tables are made once per connection (one round trip) and empty themselves at every commit or rollback:
+# a batch that is not inside a caller's transaction finds them empty. Inside one (the demo's loader, tests) the
+# previous batch's rows may still be there, and are deleted first.
+PREPARE_STAGING = f"{CREATE_STAGING}; {CREATE_PENDING_STAGING}"
+EMPTY_STAGING = "DELETE FROM usage_staging; DELETE FROM pending_staging"
+# The database connections (psycopg's) whose staging tables exist: made in a transaction that committed.
+_staging_made = weakref.WeakSet()
 # A one-time filter on the events' insert: the claims are made before the first event is inserted (as in every
 # batch), so that two batches meeting on an id near a month start wait for each other in one order, not deadlock.
 CLAIMS_FIRST = "(SELECT count(*) FROM claimed) >= 0"
@@ -742,7 +753,13 @@ def _store_postgres(rows: list[tuple], lines: list[tuple] | None, received_at: d
     """Stage `rows` (and the statement lines they add, `lines`: None for a batch that may hold replays) and write
     them with one statement: INSERT_NEW when every event is taken to be new, INSERT_AND_ROLL_UP otherwise."""
     with connection.cursor() as cursor:
-        cursor.execute(PREPARE_STAGING)
+        made = connection.connection in _staging_made
+        if not made:
+            cursor.execute(PREPARE_STAGING)
+            # A temporary table made in a transaction that rolls back is gone: count it as made once it commits.
+            transaction.on_commit(partial(_staging_made.add, connection.connection))
+        if len(connection.atomic_blocks) > 1:  # inside a caller's transaction
+            cursor.execute(EMPTY_STAGING)
         types = _column_types(cursor, "usage_staging", ROW)
         raw = cursor.cursor  # psycopg 3: COPY is much faster than INSERT for a batch
         # Binary: a time, for one, costs a tenth of its text form to write (and to read, for PostgreSQL).

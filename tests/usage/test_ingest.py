@@ -701,3 +701,68 @@ def test_the_all_new_statement_claims_every_id_before_it_inserts_an_event(db):
             plan = "\n".join(row[0] for row in cursor.fetchall())
         events = plan[plan.index("Insert on usage_usageevent") : plan.index("CTE appended")]
         assert "One-Time Filter" in events and "CTE Scan on claimed" in events, plan
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_staging_tables_are_made_once_per_connection_and_found_empty(event, caplog):
+    """A connection makes its staging tables in its first batch that commits; later batches outside a caller's
+    transaction neither make nor empty them (they empty themselves at commit). A first batch that rolled back (here
+    the all-new statement, failing on a replayed id) made nothing: the next attempt makes them again."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import make_billed_project, make_key, make_user
+    from usage.models import PendingCharge
+
+    key = make_key(make_billed_project(make_user("staging@example.com")))[0]
+    assert ingest([event(key, event_id="old")]).accepted == 1
+    connection.close()  # the next batch opens a connection without staging tables
+
+    def run(batch):
+        with CaptureQueriesContext(connection) as queries:
+            report = ingest(batch)
+        made = sum("CREATE TEMPORARY TABLE IF NOT EXISTS usage_staging" in q["sql"] for q in queries)
+        emptied = sum("DELETE FROM usage_staging" in q["sql"] for q in queries)
+        return report.accepted, report.duplicates, made, emptied
+
+    with caplog.at_level("DEBUG", logger="usage.ingest"):
+        assert run([event(key, event_id="old"), event(key, event_id="a")]) == (1, 1, 2, 0)  # made, rolled back, made
+        assert run([event(key, event_id="b"), event(key, event_id="c")]) == (2, 0, 0, 0)
+        assert run([event(key, event_id="d")]) == (1, 0, 0, 0)
+    # Only the first batch was written again (it held a replay): every later one found the staging tables empty.
+    assert [r.getMessage() for r in caplog.records if r.name == "usage.ingest"] == [
+        "usage ingestion: a batch of 2 events holds replayed ids"
+    ]
+    assert sorted(UsageEvent.objects.values_list("event_id", flat=True)) == ["a", "b", "c", "d", "old"]
+    assert sorted(PendingCharge.objects.values_list("sku", "quantity", "events")) == [
+        ("input", 5 * 1200, 5),
+        ("output", 5 * 300, 5),
+    ]
+
+
+def test_the_report_audit_row_is_written_with_the_events_or_neither(paid_key, event, monkeypatch):
+    from studio.models import AuditEvent
+    from usage.models import FleetToken
+
+    key, _ = paid_key
+    token, _ = FleetToken.issue(name="audited fleet")
+
+    def refuse(**_):
+        raise RuntimeError("the audit table refused the row")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(AuditEvent, "record", refuse)
+        with pytest.raises(RuntimeError, match="refused"):
+            ingest([event(key, event_id="first")], reporter=token)
+    assert not UsageEvent.objects.exists()
+
+    report = ingest(
+        [event(key, event_id="first"), event(key, event_id="first"), event(key, event_id="second")], reporter=token
+    )
+
+    assert (report.accepted, report.duplicates) == (2, 1)
+    assert sorted(UsageEvent.objects.values_list("event_id", flat=True)) == ["first", "second"]
+    assert list(AuditEvent.objects.filter(action="usage.report").values_list("after", flat=True)) == [
+        {"accepted": 2, "duplicates": 1, "rejected": 0}
+    ]
