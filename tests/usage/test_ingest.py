@@ -708,7 +708,8 @@ def test_the_all_new_statement_claims_every_id_before_it_inserts_an_event(db):
 def test_the_staging_tables_are_made_once_per_connection_and_found_empty(event, caplog):
     """A connection makes its staging tables in its first batch that commits; later batches outside a caller's
     transaction neither make nor empty them (they empty themselves at commit). A first batch that rolled back (here
-    the all-new statement, failing on a replayed id) made nothing: the next attempt makes them again."""
+    the all-new statement, failing on a replayed id) made nothing: the next attempt makes them again; so does a
+    batch that finds them gone."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -730,14 +731,18 @@ def test_the_staging_tables_are_made_once_per_connection_and_found_empty(event, 
         assert run([event(key, event_id="old"), event(key, event_id="a")]) == (1, 1, 2, 0)  # made, rolled back, made
         assert run([event(key, event_id="b"), event(key, event_id="c")]) == (2, 0, 0, 0)
         assert run([event(key, event_id="d")]) == (1, 0, 0, 0)
+        with connection.cursor() as cursor:
+            cursor.execute("DISCARD TEMP")  # as a pooler's reset would: the next batch finds no staging tables
+        assert run([event(key, event_id="e")]) == (1, 0, 1, 0)
+        assert run([event(key, event_id="f")]) == (1, 0, 0, 0)
     # Only the first batch was written again (it held a replay): every later one found the staging tables empty.
     assert [r.getMessage() for r in caplog.records if r.name == "usage.ingest"] == [
         "usage ingestion: a batch of 2 events holds replayed ids"
     ]
-    assert sorted(UsageEvent.objects.values_list("event_id", flat=True)) == ["a", "b", "c", "d", "old"]
+    assert sorted(UsageEvent.objects.values_list("event_id", flat=True)) == ["a", "b", "c", "d", "e", "f", "old"]
     assert sorted(PendingCharge.objects.values_list("sku", "quantity", "events")) == [
-        ("input", 5 * 1200, 5),
-        ("output", 5 * 300, 5),
+        ("input", 7 * 1200, 7),
+        ("output", 7 * 300, 7),
     ]
 
 
@@ -766,3 +771,35 @@ def test_the_report_audit_row_is_written_with_the_events_or_neither(paid_key, ev
     assert list(AuditEvent.objects.filter(action="usage.report").values_list("after", flat=True)) == [
         {"accepted": 2, "duplicates": 1, "rejected": 0}
     ]
+
+
+def test_valid_events_reads_a_wholly_valid_body_as_parsing_and_validating_it_would(event, paid_key):
+    """usage:report's fast path (pydantic's JSON parser, one pass) gives exactly the events of the parse-then-validate
+    path, and gives up (None) on anything that path would answer with an error of any kind."""
+    import orjson
+
+    from usage.ingest import EVENTS, valid_events
+
+    key, _ = paid_key
+    events = [
+        event(key),
+        event(key, kind="cache_storage", cache_token_hours=12.345, input_tokens=0, output_tokens=0, status_code=None),
+        event(key, kind="batch", cached_tokens=200, audio_input_tokens=100, cached_audio_tokens=50),
+        event(key, kind="count_tokens", output_tokens=0, source="studio", reservation_id="r1_abc"),
+    ]
+    del events[1]["status_code"]
+    body = orjson.dumps({"events": events, "note": "other members are ignored"})
+
+    assert valid_events(body) == EVENTS.validate_python(orjson.loads(body)["events"])
+    assert valid_events(body)[1].cache_token_hours == D("12.345")
+    for wrong in (
+        b"not json",
+        b"[]",
+        b'{"events": {}}',
+        b'{"no events": []}',
+        orjson.dumps({"events": [event(key)] * 1001}),
+        orjson.dumps({"events": [event(key), {**event(key), "input_tokens": -1}]}),
+        orjson.dumps({"events": [{**event(key), "unknown": 1}]}),
+        orjson.dumps({"events": [{**event(key), "input_tokens": 1.0}]}),
+    ):
+        assert valid_events(wrong) is None, wrong
