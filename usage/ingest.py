@@ -1,18 +1,18 @@
 """usage:report ingestion (R23): validate, rate and store a batch of events, exactly once.
 
-Per batch: one lookup query (keys with their projects' tiers, the projects' billing history, the
-keys' studio-link history: LOOKUPS) and the process's catalog snapshot (models and price versions; a
-new price version is seen within CATALOG_TTL_SECONDS), pure validation and rating in Python (costs
-in whole nano-dollars, usage.rating), then one write. On PostgreSQL the write is a binary COPY into
-a temporary table (the costs as bigint nano-dollars, turned into the events' USD columns in SQL) and
-a single statement that inserts the events (unique by (event_id, month): the table is partitioned by
-Pacific month, usage.partitions) and appends what they add to each minute (RollupDelta, rolled up
-into the minute/hour/day rollups and the hourly peaks by usage.fold, within ROLLUP_FOLD_SECONDS),
-and adds what each billed event costs to its statement line in `PendingCharge` (usage.charging moves
-it to the ledger). In the same statement, events within REPLAY_WINDOW of a month start first claim
-their id near that boundary (`usage_usageeventguard`; each event's month and boundary are computed
-in Python and staged with it), so that a replay whose occurred_at moved into the next or previous
-month is a replay too.
+Per batch: one lookup query (keys, their projects' billing history, the keys' studio-link history:
+LOOKUPS) and the process's catalog snapshot (models and price versions; a new price version is seen
+within CATALOG_TTL_SECONDS), pure validation and rating in Python (costs in whole nano-dollars,
+usage.rating), then one write. On PostgreSQL the write is a binary COPY into a temporary table (the
+costs as bigint nano-dollars, turned into the events' USD columns in SQL) and a single statement
+that inserts the events (unique by (event_id, month): the table is partitioned by Pacific month,
+usage.partitions) and appends what they add to each minute (RollupDelta, rolled up into the
+minute/hour/day rollups and the hourly peaks by usage.fold, within ROLLUP_FOLD_SECONDS), and adds
+what each billed event costs to its statement line in `PendingCharge` (usage.charging moves it to
+the ledger). In the same statement, events within REPLAY_WINDOW of a month start first claim their
+id near that boundary (`usage_usageeventguard`; each event's month and boundary are computed in
+Python and staged with it), so that a replay whose occurred_at moved into the next or previous month
+is a replay too.
 
 Two statements, one per case. The usual batch, all new, is written by INSERT_NEW: plain inserts
 (each unique key checked once, as the row goes in), the minute sums read from the staged rows and
@@ -48,7 +48,8 @@ The write is retried only when PostgreSQL says that trying again can succeed (RE
 any other error is raised at once, except once "no partition of relation found for row" (23514): the
 batch's partitions are then created (usage.partitions.ensure_for) and the write tried again. A
 unique_violation (23505) of the all-new statement is not an error but a replay (above): the batch
-is written again by the statement for replays, once, without counting an attempt.
+is written again by the statement for replays, once, without counting an attempt. So is a batch that
+finds its connection's staging tables gone (42P01, after a DISCARD TEMP): they are made again.
 """
 
 import logging
@@ -77,7 +78,7 @@ from pydantic import (
 )
 
 from billing.models import BillingPeriod
-from studio.models import ActorKind, ApiKey, AuditEvent, Project, StudioKeyLink, effective_tier
+from studio.models import ActorKind, ApiKey, AuditEvent, StudioKeyLink
 from usage import partitions
 from usage.catalog import get_catalog
 from usage.fold import SUMS, fold_if_due
@@ -185,7 +186,8 @@ class StorageEventIn(_Event):
 
     kind: Literal["cache_storage"] = Field(description="Cache storage: rated, never counted against quota.")
     cache_token_hours: Annotated[Decimal, Field(gt=0, le=Decimal("1e12"), max_digits=20, decimal_places=6)] = Field(
-        description="Cached tokens × hours kept (token-hours, up to 6 decimals), priced per 1M token-hours.",
+        description="Cached tokens × hours kept (token-hours, up to 6 decimals), priced per 1M token-hours. A "
+        "string keeps every digit; a JSON number is read as a double (about 15 significant digits).",
         examples=["1500000.5"],
     )
     input_tokens: NoTokens = 0
@@ -216,6 +218,8 @@ def valid_events(body: bytes) -> list | None:
     """The events of a usage:report body (JSON) when all of them are valid, the usual case: parsed and validated in
     one pass by pydantic's own JSON parser, without a Python dict per event (0.5 ms less per 1,000). None when
     anything about the body is wrong: the caller then parses it and says what (`ingest` of the parsed events)."""
+    if b"NaN" in body or b"Infinity" in body:
+        return None  # pydantic's parser takes these, which are not JSON (orjson refuses them); perhaps only in a text
     try:
         return VALID_BODY.validate_json(body).events
     except ValidationError:
@@ -305,8 +309,7 @@ def ingest(raw_events: list, *, now: datetime | None = None, reporter=None, vali
             if event.reservation_id is not None:
                 reservations[event.event_id] = event.reservation_id
 
-    tiers: dict[int, tuple] = {}
-    rows = _rate(valid, report, tiers)
+    rows = _rate(valid, report)
 
     def audit(inserted: list[str]) -> None:  # in the batch's transaction, once its events are written
         if reporter is not None and inserted:
@@ -321,7 +324,7 @@ def ingest(raw_events: list, *, now: datetime | None = None, reporter=None, vali
         inserted = _store(rows, received_at=now, audit=audit)
         report.accepted = len(inserted)
         report.duplicates += len(rows) - len(inserted)
-        settle_after_commit(rows, ROW, inserted, reservations, tiers)  # new events only: a replay changes nothing
+        settle_after_commit(rows, ROW, inserted, reservations)  # new events only: a replay changes nothing
     return report
 
 
@@ -373,18 +376,19 @@ class _Key(NamedTuple):
 
 
 # What rating a batch needs to know, in one round trip (three ORM queries cost ~2 ms of Python per batch, this one
-# ~0.3): its keys, with their projects' tiers (for usage.settlement); the billing history of those projects; the
-# studio-link history of the keys. One row shape for the three: (part, id, id, id, time, time, text, text).
+# ~0.2): its keys; the billing history of their projects; the studio-link history of the keys. One row shape for the
+# three: (part, id, id, id, time, time); PostgreSQL types a UNION's columns pairwise from the first, so the first has
+# no untyped NULL where a later one has a time.
 LOOKUPS = f"""
-SELECT 0, k.id, k.project_id, NULL, k.revoked_at, p.spend_cap_since, p.tier, p.billing_state
-FROM {ApiKey._meta.db_table} k JOIN {Project._meta.db_table} p ON p.id = k.project_id
+SELECT 0, k.id, k.project_id, NULL, k.revoked_at, CAST(NULL AS timestamp with time zone)
+FROM {ApiKey._meta.db_table} k
 WHERE k.id IN ({{keys}})
 UNION ALL
-SELECT 1, b.project_id, b.account_id, b.id, b.starts_at, NULL, NULL, NULL
+SELECT 1, b.project_id, b.account_id, b.id, b.starts_at, NULL
 FROM {BillingPeriod._meta.db_table} b
 WHERE b.project_id IN (SELECT project_id FROM {ApiKey._meta.db_table} WHERE id IN ({{keys}}))
 UNION ALL
-SELECT 2, s.api_key_id, NULL, NULL, s.linked_at, s.unlinked_at, NULL, NULL
+SELECT 2, s.api_key_id, NULL, NULL, s.linked_at, s.unlinked_at
 FROM {StudioKeyLink._meta.db_table} s
 WHERE s.api_key_id IN ({{keys}})
 ORDER BY 1, 2, 5, 4
@@ -392,37 +396,35 @@ ORDER BY 1, 2, 5, 4
 
 
 def _aware(value):
-    """A time as a raw cursor returns it: PostgreSQL an aware datetime, SQLite text in UTC (or a naive datetime)."""
+    """A time as a raw cursor returns it: PostgreSQL an aware datetime, SQLite text (or a naive datetime) in the
+    connection's time zone."""
     if value is None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return value if value.tzinfo is not None else value.replace(tzinfo=connection.timezone)
 
 
-def _lookups(key_ids: set[int]) -> tuple[dict[int, _Key], "_History", dict[int, tuple[str, datetime | None]]]:
-    """The batch's keys by id, their billing and studio-link history, and their projects' effective tiers and
-    spend-cap start (usage.settlement: project id -> (tier, spend_cap_since))."""
+def _lookups(key_ids: set[int]) -> tuple[dict[int, _Key], "_History"]:
+    """The batch's keys by id, and their billing and studio-link history."""
     keys: dict[int, _Key] = {}
     history = _History()
-    tiers: dict[int, tuple[str, datetime | None]] = {}
     if not key_ids:
-        return keys, history, tiers
+        return keys, history
     ids = sorted(key_ids)
     with connection.cursor() as cursor:
         cursor.execute(LOOKUPS.format(keys=", ".join(["%s"] * len(ids))), ids * 3)
         found = cursor.fetchall()
-    for part, first, second, _, moment, other, tier, billing_state in found:
+    for part, first, second, _, moment, other in found:
         if part == 0:
             keys[first] = _Key(first, second, _aware(moment))
-            tiers[second] = (effective_tier(tier, billing_state), _aware(other))
         elif part == 1:
             starts, accounts = history.periods.setdefault(first, ([], []))
             starts.append(_aware(moment))
             accounts.append(second)
         else:
             history.studio[first].append((_aware(moment), _aware(other)))
-    return keys, history, tiers
+    return keys, history
 
 
 class _History:
@@ -444,12 +446,9 @@ class _History:
         return any(start <= moment and (end is None or moment < end) for start, end in self.studio.get(key_id, ()))
 
 
-def _rate(valid, report: Report, tiers: dict | None = None) -> list[tuple]:
-    """Rated events (tuples in ROW order); the invalid ones are added to `report`. `tiers`, when given, is filled
-    with the effective tier of each project named (for usage.settlement)."""
-    keys, history, found = _lookups({int(e.key_id) for _, e in valid})
-    if tiers is not None:
-        tiers.update(found)
+def _rate(valid, report: Report) -> list[tuple]:
+    """Rated events (tuples in ROW order); the invalid ones are added to `report`."""
+    keys, history = _lookups({int(e.key_id) for _, e in valid})
     catalog = get_catalog()
     tariffs = catalog.tariffs
     zones = partitions.Zones()
@@ -558,8 +557,8 @@ def _store(rows: list[tuple], *, received_at: datetime, audit=None) -> list[str]
                     update_peaks(rows, inserted, ROW)
                 if audit is not None:
                     audit(inserted)
-            if postgres and not connection.in_atomic_block:
-                # That transaction made the staging tables (or found them) and committed: they stay.
+            if postgres and connection.get_autocommit():
+                # That transaction, the outermost, made the staging tables (or found them) and committed: they stay.
                 _staging_made.add(connection.connection)
             if inserted:
                 fold_if_due()  # the batch is stored: roll it up (with others), unless that was done a moment ago
@@ -572,6 +571,7 @@ def _store(rows: list[tuple], *, received_at: datetime, audit=None) -> list[str]
                 # transaction): make them again.
                 _staging_made.discard(connection.connection)
                 restaged, attempt = True, attempt - 1
+                log.info("usage ingestion: this connection's staging tables are gone; making them again")
                 continue
             if sqlstate == UNIQUE_VIOLATION and lines is not None:
                 # An id of the batch is stored already (a replay), or being stored by a concurrent batch: write
@@ -689,13 +689,14 @@ APPEND_MINUTES = f"""
     RETURNING 1
 """  # noqa: S608 - constant column names
 # The usual batch, all new: plain inserts, which check each unique key once as they insert (ON CONFLICT first probes
-# the index for every row, then inserts: a fifth of the statement's time). In the order staged, which is key order:
-# the batch's rows are COPYed sorted by event_id, its lines by key, into temporary tables that were empty (a
-# sequential scan of a temporary table is never parallel or synchronised), so no sort is needed for one lock order
-# between concurrent batches (were it ever broken, PostgreSQL would detect the deadlock and the batch be retried). A
-# replayed id, even one a concurrent batch is inserting, fails it with unique_violation (23505); the batch is then
-# written again by INSERT_AND_ROLL_UP, once that is rolled back. Every staged event is inserted, so the minute sums
-# are read from the staging table and the statement lines come summed from Python (pending_lines).
+# the index for every row, then inserts: a fifth of the statement's time). In the order staged, which is key order
+# as Python sorts (code points; INSERT_AND_ROLL_UP sorts with COLLATE "C" to match): the batch's rows are COPYed
+# sorted by event_id, its lines by key, into temporary tables that were empty (a sequential scan of a temporary
+# table is never parallel or synchronised), so no sort is needed for one lock order between concurrent batches (were
+# it ever broken, PostgreSQL would detect the deadlock and the batch be retried). A replayed id, even one a
+# concurrent batch is inserting, fails it with unique_violation (23505); the batch is then written again by
+# INSERT_AND_ROLL_UP, once that is rolled back. Every staged event is inserted, so the minute sums are read from the
+# staging table and the statement lines come summed from Python (pending_lines).
 INSERT_NEW = f"""
 WITH claimed AS (
     -- Near a month start (usage.partitions): claim each id at the boundary, in key order (as staged).
@@ -721,9 +722,10 @@ SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM claimed), (SELECT 
 UNIQUE_VIOLATION = "23505"
 UNDEFINED_TABLE = "42P01"
 # A batch with replayed ids (some or all): each id is claimed or inserted only if new (ON CONFLICT DO NOTHING), and
-# what the inserted events add is read from them. A claim whose event was not inserted after all (the id was
-# already stored in the same month, away from the boundary) is given back, in the same transaction: a claim always
-# stands for a stored event near its boundary.
+# what the inserted events add is read from them. Its rows are locked in the order INSERT_NEW locks them in,
+# Python's (code points: COLLATE "C", whatever the database's collation), so that the two never wait for each other
+# crosswise. A claim whose event was not inserted after all (the id was already stored in the same month, away from
+# the boundary) is given back, in the same transaction: a claim always stands for a stored event near its boundary.
 RELEASE_CLAIMS = """
 DELETE FROM usage_usageeventguard
 WHERE (boundary, event_id) IN (SELECT * FROM unnest(%s::date[], %s::varchar[]))
@@ -734,7 +736,7 @@ WITH claimed AS (
     -- boundary whose id is taken there already is a replay, and is not inserted.
     INSERT INTO usage_usageeventguard (boundary, event_id)
     SELECT boundary, event_id FROM usage_staging WHERE boundary IS NOT NULL
-    ORDER BY 1, 2
+    ORDER BY boundary, event_id COLLATE "C"
     ON CONFLICT (boundary, event_id) DO NOTHING
     RETURNING boundary, event_id
 ), inserted AS (
@@ -742,7 +744,7 @@ WITH claimed AS (
     SELECT {", ".join(EVENT_VALUES)}
     FROM usage_staging
     WHERE {CLAIMS_FIRST} AND (boundary IS NULL OR event_id IN (SELECT event_id FROM claimed))
-    ORDER BY event_id
+    ORDER BY event_id COLLATE "C"
     ON CONFLICT (event_id, month) DO NOTHING
     RETURNING event_id, project_id, api_key_id, model_id, kind, status_code, occurred_at,
               input_tokens, output_tokens, cached_tokens, cache_token_hours, cost,
@@ -768,7 +770,7 @@ WITH claimed AS (
     ) AS s(sku, quantity, amount)
     WHERE i.account_id IS NOT NULL AND s.amount > 0
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+    ORDER BY 1, 2, i.model_id COLLATE "C", 4, 5, s.sku COLLATE "C", 7, 8
     {ADD_TO_PENDING}
     RETURNING 1
 )
@@ -783,7 +785,8 @@ def _store_postgres(rows: list[tuple], lines: list[tuple] | None, received_at: d
     them with one statement: INSERT_NEW when every event is taken to be new, INSERT_AND_ROLL_UP otherwise."""
     # Django's errors (carrying psycopg's with its SQLSTATE) for the COPYs too, which go to psycopg's cursor directly.
     with connection.wrap_database_errors, connection.cursor() as cursor:
-        if len(connection.atomic_blocks) > 1:  # inside a caller's transaction: made or not, maybe not empty
+        # Inside a caller's transaction (an outer atomic block, or autocommit turned off: nothing commits on exit).
+        if len(connection.atomic_blocks) > 1 or not connection.commit_on_exit:
             cursor.execute(f"{PREPARE_STAGING}; {EMPTY_STAGING}")
         elif connection.connection not in _staging_made:
             cursor.execute(PREPARE_STAGING)

@@ -18,10 +18,9 @@ committed, so a write that rolled back settles nothing. That is what makes settl
 not looked up, so nothing else remembers that it was settled. A failure to settle never fails the report: the events
 are stored, and the limiter logs it (usage.limiter: Redis errors are warnings, at most one per 10 s).
 
-Cost per batch: one pass over its rows in Python (and a MAC per reservation id, about a microsecond), no query (the
-projects' tiers come from ingestion, which reads them with the batch's keys, a moment before its write; one query
-otherwise, only when anything settles) and one limiter call (through Redis: one pipeline of one script call per
-project whose counters change, its changes summed per counter and minute).
+Cost per batch: one pass over its rows in Python (and a MAC per reservation id, about a microsecond), at most one
+query (the tiers of the projects whose usage settles, only when there is any) and one limiter call (through Redis: one
+pipeline of one script call per project whose counters change, its changes summed per counter and minute).
 """
 
 from collections import defaultdict
@@ -40,27 +39,20 @@ from usage.spendcap import MONTH_MICRO_USD
 SETTLED_HORIZON = timedelta(minutes=10)
 
 
-def settle_after_commit(
-    rows: list[tuple], columns: list[str], inserted: list[str], reservations: dict[str, str], tiers: dict | None = None
-):
+def settle_after_commit(rows: list[tuple], columns: list[str], inserted: list[str], reservations: dict[str, str]):
     """Settle the usage of the `inserted` events of `rows` (tuples in `columns` order) when the current transaction
-    commits (at once outside a transaction). `reservations` maps an event id to the reservation id it carries;
-    `tiers`, if the caller read them, a project id to its (effective tier, spend_cap_since)."""
+    commits (at once outside a transaction). `reservations` maps an event id to the reservation id it carries."""
     if not inserted:
         return
 
     def settle() -> None:  # named: a robust on_commit logs a failing callback by its __qualname__
-        settle_reported(rows, columns, inserted, reservations, tiers)
+        settle_reported(rows, columns, inserted, reservations)
 
     transaction.on_commit(settle, robust=True)
 
 
-def settle_reported(
-    rows: list[tuple], columns: list[str], inserted: list[str], reservations: dict[str, str], tiers: dict | None = None
-) -> None:
-    """Settle, in the limiter, the actual usage of the events of `rows` whose ids are in `inserted`. `tiers`: project
-    id -> (effective tier, spend_cap_since) for every project of those events (ingestion reads them with the batch's
-    keys); read here when not given."""
+def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], reservations: dict[str, str]) -> None:
+    """Settle, in the limiter, the actual usage of the events of `rows` whose ids are in `inserted`."""
     names = ("event_id", "project_id", "model_id", "counts_against_quota", "input_tokens", "billable", "cost_nanos")
     event_at, project_at, model_at, counts_at, tokens_at, billable_at, cost_at, occurred_at, month_at = (
         columns.index(name) for name in (*names, "occurred_at", "month")
@@ -108,13 +100,14 @@ def settle_reported(
     # Every project settling needs its tier: a reservation id is taken only for the counters it was counted in, and
     # otherwise the usage counts in those of the tier the project is on now, as a new check would read them.
     projects = set(reserved).union(key[0] for key in unreserved)
-    if tiers is None or not projects <= tiers.keys():
-        tiers = {
-            pk: (effective_tier(tier, billing_state), since)
-            for pk, tier, billing_state, since in Project.objects.filter(pk__in=projects).values_list(
-                "pk", "tier", "billing_state", "spend_cap_since"
-            )
-        }
+    # Read after the commit, not with the batch's keys before its write: a spend cap set in between (whose counter a
+    # check may have seeded from the books without this batch) must take this batch's cost.
+    tiers = {
+        pk: (effective_tier(tier, billing_state), since)
+        for pk, tier, billing_state, since in Project.objects.filter(pk__in=projects).values_list(
+            "pk", "tier", "billing_state", "spend_cap_since"
+        )
+    }
     catalog = get_catalog()
     counters: dict[tuple[int, str], dict] = {}
 

@@ -735,9 +735,11 @@ def test_the_staging_tables_are_made_once_per_connection_and_found_empty(event, 
             cursor.execute("DISCARD TEMP")  # as a pooler's reset would: the next batch finds no staging tables
         assert run([event(key, event_id="e")]) == (1, 0, 1, 0)
         assert run([event(key, event_id="f")]) == (1, 0, 0, 0)
-    # Only the first batch was written again (it held a replay): every later one found the staging tables empty.
-    assert [r.getMessage() for r in caplog.records if r.name == "usage.ingest"] == [
-        "usage ingestion: a batch of 2 events holds replayed ids"
+    # Written again: the first batch (it held a replay) and the one that found the tables gone. Every other batch
+    # found the staging tables empty.
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "usage.ingest"] == [
+        ("DEBUG", "usage ingestion: a batch of 2 events holds replayed ids"),
+        ("INFO", "usage ingestion: this connection's staging tables are gone; making them again"),
     ]
     assert sorted(UsageEvent.objects.values_list("event_id", flat=True)) == ["a", "b", "c", "d", "e", "f", "old"]
     assert sorted(PendingCharge.objects.values_list("sku", "quantity", "events")) == [
@@ -774,8 +776,10 @@ def test_the_report_audit_row_is_written_with_the_events_or_neither(paid_key, ev
 
 
 def test_valid_events_reads_a_wholly_valid_body_as_parsing_and_validating_it_would(event, paid_key):
-    """usage:report's fast path (pydantic's JSON parser, one pass) gives exactly the events of the parse-then-validate
-    path, and gives up (None) on anything that path would answer with an error of any kind."""
+    """usage:report's fast path (pydantic's JSON parser, one pass) gives the events of the parse-then-validate path,
+    and gives up (None) on any body that path would refuse or reject an event of at validation (ingest's own checks
+    come after either). A number of more than 15 significant digits (cache_token_hours) goes through a float on both
+    paths and may differ in its last digit: the API documents strings for exact values."""
     import orjson
 
     from usage.ingest import EVENTS, valid_events
@@ -801,5 +805,49 @@ def test_valid_events_reads_a_wholly_valid_body_as_parsing_and_validating_it_wou
         orjson.dumps({"events": [event(key), {**event(key), "input_tokens": -1}]}),
         orjson.dumps({"events": [{**event(key), "unknown": 1}]}),
         orjson.dumps({"events": [{**event(key), "input_tokens": 1.0}]}),
+        orjson.dumps({"events": [event(key)]})[:-1] + b', "x": NaN}',  # not JSON, which pydantic's parser takes
+        orjson.dumps({"events": [event(key)]})[:-1] + b', "x": -Infinity}',
     ):
         assert valid_events(wrong) is None, wrong
+
+
+@pytest.mark.postgres
+def test_a_replayed_batch_writes_its_audit_row_once_with_its_duplicates(paid_key, event):
+    """The all-new statement fails on the replayed id and rolls back (its audit row with it); the batch written again
+    records one row."""
+    from studio.models import AuditEvent
+    from usage.models import FleetToken
+
+    key, _ = paid_key
+    token, _ = FleetToken.issue(name="audited fleet")
+    assert ingest([event(key, event_id="first")], reporter=token).accepted == 1
+
+    report = ingest([event(key, event_id="first"), event(key, event_id="second")], reporter=token)
+
+    assert (report.accepted, report.duplicates) == (1, 1)
+    assert list(AuditEvent.objects.filter(action="usage.report").order_by("pk").values_list("after", flat=True)) == [
+        {"accepted": 1, "duplicates": 0, "rejected": 0},
+        {"accepted": 1, "duplicates": 1, "rejected": 0},
+    ]
+
+
+@pytest.mark.postgres
+def test_the_replay_statement_locks_in_the_order_python_sorts(db):
+    """INSERT_NEW locks in the order staged (Python's sort of the ids and lines); INSERT_AND_ROLL_UP sorts with
+    COLLATE "C", which is that order whatever the database's collation, so the two never wait crosswise."""
+    from django.db import connection
+
+    from usage.ingest import INSERT_AND_ROLL_UP, PREPARE_STAGING
+
+    ids = ["evt-B", "evt-a", "evt_a", "Evt-1", "evt-10", "evt-9", "evt.a", "evt~z", "EVT-0"]
+    with connection.cursor() as cursor:
+        cursor.execute('SELECT x FROM unnest(%s::varchar[]) AS x ORDER BY x COLLATE "C"', [ids])
+        assert [row[0] for row in cursor.fetchall()] == sorted(ids)
+        cursor.execute(PREPARE_STAGING)
+        cursor.execute("EXPLAIN (VERBOSE, COSTS OFF) " + INSERT_AND_ROLL_UP, {"received_at": timezone.now()})
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    sort_keys = [line.strip() for line in plan.splitlines() if "Sort Key:" in line]
+    assert 'Sort Key: usage_staging.boundary, usage_staging.event_id COLLATE "C"' in sort_keys  # the claims
+    assert 'Sort Key: usage_staging_1.event_id COLLATE "C"' in sort_keys  # the events
+    lines = [key for key in sort_keys if "account_id" in key]  # the statement lines: model and SKU are text
+    assert len(lines) == 1 and 'model_id COLLATE "C"' in lines[0] and 'column1 COLLATE "C"' in lines[0], sort_keys

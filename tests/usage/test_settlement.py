@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 import redis
@@ -29,7 +28,6 @@ from tests.conftest import skip_or_fail
 from tests.factories import make_billed_project, make_key, make_user
 from tests.usage.redis_clock import quiet_moment
 from usage import limiter as limiter_registry
-from usage import settlement
 from usage.admission import limits_for, project_scope
 from usage.ingest import RESERVATION_ID_PATTERN, ingest
 from usage.limiter import (
@@ -706,10 +704,9 @@ def test_redis_down_while_settling_still_stores_the_report(report, event, free_k
     assert get_limiter().settle_failures == 1
 
 
-def test_settling_a_batch_costs_no_query(
+def test_settling_a_batch_costs_one_query(
     event, free_key, django_capture_on_commit_callbacks, django_assert_num_queries
 ):
-    """The projects' tiers come from ingestion, which read them with the batch's keys."""
     free, _ = free_key
     paid = make_key(make_billed_project(make_user("second@example.com")))[0]
     with django_capture_on_commit_callbacks() as callbacks:
@@ -717,41 +714,12 @@ def test_settling_a_batch_costs_no_query(
     with django_capture_on_commit_callbacks() as nothing_to_settle:
         ingest([event(free, kind="count_tokens", output_tokens=0)])
 
-    with django_assert_num_queries(0):
+    with django_assert_num_queries(1):
         [settle] = callbacks
         settle()
     with django_assert_num_queries(0):
         [settle] = nothing_to_settle
         settle()
-
-
-def test_settling_without_the_tiers_reads_them_and_settles_the_same(
-    event, free_key, monkeypatch, django_capture_on_commit_callbacks, django_assert_num_queries
-):
-    """settle_reported called without ingestion's tiers reads them (one query) and settles exactly the same."""
-    free, _ = free_key
-    paid = make_key(make_billed_project(make_user("second@example.com")))[0]
-    settled = []
-    monkeypatch.setattr(settlement, "settle_reported", lambda *args: settled.append(args))
-    with django_capture_on_commit_callbacks(execute=True):
-        ingest([event(free, reservation_id="r1"), event(free), event(paid), event(paid, reservation_id="r2")])
-    [(rows, columns, inserted, reservations, tiers)] = settled
-    monkeypatch.undo()
-    calls = []
-    monkeypatch.setattr(settlement, "get_limiter", lambda: SimpleNamespace(settle_many=calls.append))
-
-    with django_assert_num_queries(0):
-        settlement.settle_reported(rows, columns, inserted, reservations, tiers)
-    with django_assert_num_queries(1):
-        settlement.settle_reported(rows, columns, inserted, reservations)
-
-    assert len(calls) == 2
-    assert calls[0] == calls[1]
-    assert sorted(tiers) == sorted({free.project_id, paid.project_id})
-    assert {scope: len(usages) for scope, usages in calls[0].items()} == {
-        project_scope(free.project_id): 2,
-        project_scope(paid.project_id): 2,
-    }
 
 
 @pytest.mark.parametrize(
