@@ -62,15 +62,11 @@ def settle_reported(rows: list[tuple], columns: list[str], inserted: list[str], 
     # nothing: a report that comes late (up to 7 days, or the demo's history) must not fill today's windows. The same
     # holds for an event whose reservation id the limiter does not take (`Usage.recent`).
     closed = timezone.now() - SETTLED_HORIZON
-    # The Pacific month (YYYYMM) a monthly spend counter takes an event's cost in: the month it occurred in, which
-    # ingestion computed (the first day of that Pacific month, the events' partition key).
-    month_ids: dict[date, int] = {}
 
     def month_of(first_day: date) -> int:
-        month = month_ids.get(first_day)
-        if month is None:
-            month = month_ids[first_day] = first_day.year * 100 + first_day.month
-        return month
+        """The Pacific month (YYYYMM) a monthly spend counter takes an event's cost in: the month it occurred in, as
+        ingestion computed it (its first day, the events' partition key)."""
+        return first_day.year * 100 + first_day.month
 
     # project pk -> [(reservation id, model, input tokens, micro-USD, recent, month)]: each settles its reservation
     reserved: dict[int, list[tuple[str, str, int, int, bool, int]]] = defaultdict(list)
