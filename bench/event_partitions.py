@@ -6,10 +6,9 @@ billed to an account each (fleet_http.py's seed), then times `usage.ingest.inges
 
 1. the event table's partitions empty;
 2. a third of `--rows` (33.3 million) loaded into the current Pacific month's partition in SQL, with the table's
-   indexes dropped and built again afterwards by the migration's own statements (usage/migrations/0011: the primary
-   key (id, month), the unique (event_id, month), (project_id, occurred_at)), the boundary claims those events would
-   have made (usage_usageeventguard, near the month's start and the next one's), VACUUM ANALYZE, and the indexes
-   ingestion writes into read into the OS cache (pg_prewarm);
+   indexes dropped and built again afterwards (INDEXES: the primary key (id, month), the unique (event_key, month)),
+   the boundary claims those events would have made (usage_usageeventguard, near the month's start and the next
+   one's), VACUUM ANALYZE, and the indexes ingestion writes into read into the OS cache (pg_prewarm);
 3. the other two thirds loaded into the two months before (each into a table of its own, indexed like a partition,
    then ATTACH PARTITION), measured right after the load, and
 4. again after the indexes ingestion writes into were read into the OS cache, as continuous ingestion keeps them.
@@ -75,6 +74,11 @@ BASELINE_INDEXES = [
     "ALTER TABLE usage_usageevent ADD CONSTRAINT usage_usageevent_pkey PRIMARY KEY (id)",
     "ALTER TABLE usage_usageevent ADD CONSTRAINT one_usage_event_per_id UNIQUE (event_id)",
     "CREATE INDEX usage_event_project_time ON usage_usageevent (project_id, occurred_at)",
+]
+# The partitioned table's indexes and constraints, as migrations 0011, 0012 and 0015 left them.
+INDEXES = [
+    "ALTER TABLE usage_usageevent ADD CONSTRAINT usage_usageevent_pkey PRIMARY KEY (id, month)",
+    "ALTER TABLE usage_usageevent ADD CONSTRAINT one_usage_event_per_key_and_month UNIQUE (event_key, month)",
 ]
 MONTHS = 3
 MODELS = ["gemini-2.5-flash", "gemini-2.0-flash", "gemini-2.5-pro"]
@@ -197,12 +201,13 @@ def measure(label, key_ids, clocks: dict[str, datetime], batches: int, replays: 
 
 # --- loading --------------------------------------------------------------------------------------------------
 
+ID_SQL = "'evt-' || md5(%(salt)s || n::text)"  # a loaded event's id
 LOAD = """
 INSERT INTO {partition} (id, event_id, kind, source, status_code, input_tokens, output_tokens, cached_tokens,
     cache_token_hours, occurred_at, received_at, billable, counts_against_quota, cost, cost_input, cost_output,
     cost_cached, cost_storage, api_key_id, model_id, price_id, project_id, audio_input_tokens, cached_audio_tokens,
     cost_audio, cost_cached_audio, account_id, long_prompt{month_column})
-SELECT n, 'evt-' || md5(%(salt)s || n::text), 'generate', 'api', 200, t.input, t.output, 0, 0,
+SELECT n, {id}, 'generate', 'api', 200, t.input, t.output, 0, 0,
        t.at, t.at + interval '2 seconds', true, true,
        (t.input * 0.0000003 + t.output * 0.0000025)::numeric(20, 9), (t.input * 0.0000003)::numeric(20, 9),
        (t.output * 0.0000025)::numeric(20, 9), 0, 0,
@@ -251,14 +256,26 @@ def _work(months: list, first_id: int, per_month: int, chunk: int, ids: dict, ta
     return work
 
 
+def _extra(*, baseline: bool) -> dict[str, str]:
+    """LOAD's placeholders: the columns the partitioned table has and the baseline's had not, the month and the key."""
+    from usage.models import EVENT_KEY_SQL
+
+    if baseline:
+        return {"id": ID_SQL, "month_column": "", "month_value": ""}
+    return {
+        "id": ID_SQL,
+        "month_column": ", month, event_key",
+        "month_value": f", %(month)s, {EVENT_KEY_SQL.format(ID_SQL)}",
+    }
+
+
 def _fill(work: list[dict], loaders: int, *, month_column: bool) -> None:
     """Run the loading statements on `loaders` connections at once, printing progress."""
     import psycopg
     from django.db import connection
 
     dsn = "postgresql://postgres@127.0.0.1:5432/" + connection.settings_dict["NAME"]
-    extra = {"month_column": ", month", "month_value": ", %(month)s"} if month_column else {}
-    extra = extra or {"month_column": "", "month_value": ""}
+    extra = _extra(baseline=not month_column)
     started = time.perf_counter()
     done, lock, failures = [0], threading.Lock(), []
 
@@ -338,18 +355,17 @@ def load_current_month(per_month: int, current, ids: dict, loaders: int, chunk: 
 
     from usage import partitions
 
-    migration = importlib.import_module("usage.migrations.0011_partitioned_usage_events")
     name = partitions.partition_name(partitions.RAW, current)
     with connection.cursor() as cursor:
         cursor.execute("ALTER TABLE usage_usageevent DROP CONSTRAINT usage_usageevent_pkey")
-        cursor.execute("ALTER TABLE usage_usageevent DROP CONSTRAINT one_usage_event_per_id_and_month")
+        cursor.execute("ALTER TABLE usage_usageevent DROP CONSTRAINT one_usage_event_per_key_and_month")
         cursor.execute("DROP INDEX IF EXISTS usage_event_project_time")  # migration 0012 dropped it
         cursor.execute(f"ALTER TABLE {name} SET (autovacuum_enabled = false)")
         first = _next_id(cursor)
     _fill(_work([current], first, per_month, chunk, ids, lambda month: name), loaders, month_column=True)
     with connection.cursor() as cursor:
         _set_sequence(cursor)
-        _run_timed(cursor, [sql for sql in migration.INDEXES if "usage_event_project_time" not in sql], "indexes")
+        _run_timed(cursor, INDEXES, "indexes")
     _claims(first)
     with connection.cursor() as cursor:
         _run_timed(
@@ -380,8 +396,7 @@ def load_older_months(per_month: int, months: list, ids: dict, loaders: int, chu
         for month, name in names.items():
             statements += [
                 f"ALTER TABLE {name} ADD PRIMARY KEY (id, month)",
-                f"ALTER TABLE {name} ADD UNIQUE (event_id, month)",
-                f"CREATE INDEX ON {name} (project_id, occurred_at)",
+                f"ALTER TABLE {name} ADD UNIQUE (event_key, month)",
                 f"ALTER TABLE usage_usageevent ATTACH PARTITION {name} "
                 f"FOR VALUES FROM ('{month.isoformat()}') TO ('{next_month(month).isoformat()}')",
             ]
@@ -408,8 +423,8 @@ def _claims(first_id: int) -> None:
         cursor.execute("ALTER TABLE usage_usageeventguard DROP CONSTRAINT usage_usageeventguard_pkey")
         for boundary in (current, next_month(current)):
             cursor.execute(
-                f"INSERT INTO usage_usageeventguard (boundary, event_id) SELECT boundary, event_id FROM "
-                f"(SELECT event_id, {migration.BOUNDARY_SQL} AS boundary FROM usage_usageevent "
+                f"INSERT INTO usage_usageeventguard (boundary, event_key) SELECT boundary, event_key FROM "
+                f"(SELECT event_key, {migration.BOUNDARY_SQL} AS boundary FROM usage_usageevent "
                 f"WHERE occurred_at >= %s AND occurred_at < %s AND id >= %s) AS near WHERE boundary = %s",
                 [
                     month_start(boundary) - migration.WINDOW - timedelta(hours=1),
@@ -420,7 +435,7 @@ def _claims(first_id: int) -> None:
             )
         cursor.execute(
             "ALTER TABLE usage_usageeventguard ADD CONSTRAINT usage_usageeventguard_pkey "
-            "PRIMARY KEY (boundary, event_id)"
+            "PRIMARY KEY (boundary, event_key)"
         )
         cursor.execute("VACUUM (ANALYZE) usage_usageeventguard")
         cursor.execute("SELECT count(*) FROM usage_usageeventguard")
@@ -472,11 +487,7 @@ def probe(clock: datetime, ids: dict, *, baseline: bool, times: int = 5) -> None
 
     month = month_of(clock)
     dsn = "postgresql://postgres@127.0.0.1:5432/" + connection.settings_dict["NAME"]
-    extra = (
-        {"month_column": "", "month_value": ""}
-        if baseline
-        else {"month_column": ", month", "month_value": ", %(month)s"}
-    )
+    extra = _extra(baseline=baseline)
     samples = defaultdict(list)
     with psycopg.connect(dsn) as conn:
         for _ in range(times):

@@ -46,7 +46,7 @@ from usage.admission import quota_ids
 from usage.denials import record_past
 from usage.fold import fold
 from usage.ingest import MAX_BATCH, OLDEST, ingest
-from usage.models import FleetToken, UsageEvent
+from usage.models import FleetToken, UsageEvent, event_key
 from usage.statements import issue_for_account
 
 DEMO_FLEET_TOKEN = "flt_demo-fleet-token-for-make-run-only"
@@ -192,7 +192,7 @@ def seed_history() -> int:
     of events inserted (0 when seeded before)."""
     end = history_end()
     marker = _rpd_event_id(end, 0)
-    if UsageEvent.objects.filter(event_id=marker).exists():
+    if UsageEvent.objects.filter(event_key=event_key(marker)).exists():
         return 0  # written before: seed_demo commits all of it or nothing
     linked_at = end - timedelta(days=LINKED_DAYS_AGO)
     # Keys revoked or renamed since the demo was seeded get no history (ingestion would refuse a revoked key's).
@@ -216,7 +216,8 @@ def seed_history() -> int:
     )
     inserted = _ingest_by_week(events, end - timedelta(days=HISTORY_DAYS), end, billed)
     fold()  # PostgreSQL: the last batches' minute sums into the rollups now, not at the next charge run
-    if UsageEvent.objects.filter(event_id=marker).exists():  # new in this run: denials are added up, not keyed
+    # New in this run: denials are added up, not keyed.
+    if UsageEvent.objects.filter(event_key=event_key(marker)).exists():
         _record_rpd_denials(end)
     return inserted
 

@@ -5,12 +5,13 @@ LOOKUPS) and the process's catalog snapshot (models and price versions; a new pr
 within CATALOG_TTL_SECONDS), pure validation and rating in Python (costs in whole nano-dollars,
 usage.rating), then one write. On PostgreSQL the write is a binary COPY into a temporary table (the
 costs as bigint nano-dollars, turned into the events' USD columns in SQL) and a single statement
-that inserts the events (unique by (event_id, month): the table is partitioned by Pacific month,
+that inserts the events (unique by (event_key, month), the key a 16-byte digest of the event id
+computed in Python, usage.models.event_key: the table is partitioned by Pacific month,
 usage.partitions) and appends what they add to each minute (RollupDelta, rolled up into the
 minute/hour/day rollups and the hourly peaks by usage.fold, within ROLLUP_FOLD_SECONDS), and adds
 what each billed event costs to its statement line in `PendingCharge` (usage.charging moves it to
 the ledger). In the same statement, events within REPLAY_WINDOW of a month start first claim their
-id near that boundary (`usage_usageeventguard`; each event's month and boundary are computed in
+id's key near that boundary (`usage_usageeventguard`; each event's month and boundary are computed in
 Python and staged with it), so that a replay whose occurred_at moved into the next or previous month
 is a replay too.
 
@@ -82,7 +83,7 @@ from studio.models import ActorKind, ApiKey, AuditEvent, StudioKeyLink
 from usage import partitions
 from usage.catalog import get_catalog
 from usage.fold import SUMS, fold_if_due
-from usage.models import PendingCharge, UsageEvent, UsageRollup
+from usage.models import PendingCharge, UsageEvent, UsageRollup, event_key
 from usage.peaks import update_peaks
 from usage.rating import rate, usd
 from usage.settlement import settle_after_commit
@@ -533,6 +534,7 @@ def _rate(valid, report: Report) -> list[tuple]:
                 account_id if rated.billable else None,
                 rated.long_prompt,
                 *zones.of(occurred_at),  # its month, and the month start it lies near (if it does)
+                event_key(event.event_id),
             )
         )
     return rows
@@ -542,7 +544,7 @@ def _store(rows: list[tuple], *, received_at: datetime, audit=None) -> list[str]
     """Insert new events (tuples in ROW order) and what they add to the rollups (PostgreSQL: appended, then
     folded by usage.fold); returns the ids of the new ones. `audit(inserted)`, if given, is called in the same
     transaction once they are written."""
-    rows.sort(key=lambda row: row[0])  # by event_id: one lock order for concurrent batches
+    rows.sort(key=lambda row: row[KEY])  # by event_key: one lock order for concurrent batches
     postgres = connection.vendor == "postgresql"
     lines = pending_lines(rows) if postgres else None  # None: the batch may hold replays (INSERT_AND_ROLL_UP)
     attempt, repaired, restaged = 0, False, False
@@ -611,15 +613,17 @@ def _store(rows: list[tuple], *, received_at: datetime, audit=None) -> list[str]
 
 # A rated event, as ingestion passes it on (COPY, pending_lines, usage.settlement, usage.peaks): a plain tuple. Costs
 # are whole nano-dollars (usage.rating), the event's USD columns are computed from them in SQL (EVENT_VALUES). The
-# last two, computed once per event (usage.partitions.Zones): the Pacific month it occurred in (the partition key,
-# and the statement month of its lines) and the month start whose REPLAY_WINDOW it lies in, if any (its claim).
+# month and boundary, computed once per event (usage.partitions.Zones): the Pacific month it occurred in (the partition
+# key, and the statement month of its lines) and the month start whose REPLAY_WINDOW it lies in, if any (its claim);
+# last, the key its id is unique by (usage.models.event_key).
 ROW = [
     "event_id", "project_id", "api_key_id", "model_id", "price_id", "kind", "source", "status_code",
     "input_tokens", "output_tokens", "cached_tokens", "cache_token_hours", "occurred_at",
     "billable", "counts_against_quota", "cost_nanos", "input_nanos", "output_nanos", "cached_nanos", "storage_nanos",
     "audio_input_tokens", "cached_audio_tokens", "audio_nanos", "cached_audio_nanos", "account_id", "long_prompt",
-    "month", "boundary",
+    "month", "boundary", "event_key",
 ]  # fmt: skip
+KEY = ROW.index("event_key")
 # The event table's columns that ingestion writes, and each one's value.
 NANOS_OF = {
     "cost": "cost_nanos", "cost_input": "input_nanos", "cost_output": "output_nanos", "cost_cached": "cached_nanos",
@@ -690,18 +694,18 @@ APPEND_MINUTES = f"""
 """  # noqa: S608 - constant column names
 # The usual batch, all new: plain inserts, which check each unique key once as they insert (ON CONFLICT first probes
 # the index for every row, then inserts: a fifth of the statement's time). In the order staged, which is key order
-# as Python sorts (code points; INSERT_AND_ROLL_UP sorts with COLLATE "C" to match): the batch's rows are COPYed
-# sorted by event_id, its lines by key, into temporary tables that were empty (a sequential scan of a temporary
-# table is never parallel or synchronised), so no sort is needed for one lock order between concurrent batches (were
-# it ever broken, PostgreSQL would detect the deadlock and the batch be retried). A replayed id, even one a
-# concurrent batch is inserting, fails it with unique_violation (23505); the batch is then written again by
+# (event_key: bytes compare alike in Python and PostgreSQL; INSERT_AND_ROLL_UP sorts by it): the batch's rows are
+# COPYed sorted by event_key, its lines by line key, into temporary tables that were empty (a sequential scan of a
+# temporary table is never parallel or synchronised), so no sort is needed for one lock order between concurrent
+# batches (were it ever broken, PostgreSQL would detect the deadlock and the batch be retried). A replayed id, even one
+# a concurrent batch is inserting, fails it with unique_violation (23505); the batch is then written again by
 # INSERT_AND_ROLL_UP, once that is rolled back. Every staged event is inserted, so the minute sums are read from the
 # staging table and the statement lines come summed from Python (pending_lines).
 INSERT_NEW = f"""
 WITH claimed AS (
-    -- Near a month start (usage.partitions): claim each id at the boundary, in key order (as staged).
-    INSERT INTO usage_usageeventguard (boundary, event_id)
-    SELECT boundary, event_id FROM usage_staging WHERE boundary IS NOT NULL
+    -- Near a month start (usage.partitions): claim each id's key at the boundary, in key order (as staged).
+    INSERT INTO usage_usageeventguard (boundary, event_key)
+    SELECT boundary, event_key FROM usage_staging WHERE boundary IS NOT NULL
     RETURNING 1
 ), inserted AS (
     INSERT INTO usage_usageevent ({", ".join(COLUMNS)})
@@ -722,31 +726,31 @@ SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM claimed), (SELECT 
 UNIQUE_VIOLATION = "23505"
 UNDEFINED_TABLE = "42P01"
 # A batch with replayed ids (some or all): each id is claimed or inserted only if new (ON CONFLICT DO NOTHING), and
-# what the inserted events add is read from them. Its rows are locked in the order INSERT_NEW locks them in,
-# Python's (code points: COLLATE "C", whatever the database's collation), so that the two never wait for each other
-# crosswise. A claim whose event was not inserted after all (the id was already stored in the same month, away from
-# the boundary) is given back, in the same transaction: a claim always stands for a stored event near its boundary.
+# what the inserted events add is read from them. Its rows are locked in the order INSERT_NEW locks them in (by
+# event_key, as Python sorted them), so that the two never wait for each other crosswise. A claim whose event was not
+# inserted after all (the id was already stored in the same month, away from the boundary) is given back, in the same
+# transaction: a claim always stands for a stored event near its boundary.
 RELEASE_CLAIMS = """
 DELETE FROM usage_usageeventguard
-WHERE (boundary, event_id) IN (SELECT * FROM unnest(%s::date[], %s::varchar[]))
+WHERE (boundary, event_key) IN (SELECT * FROM unnest(%s::date[], %s::bytea[]))
 """
 INSERT_AND_ROLL_UP = f"""
 WITH claimed AS (
     -- Near a month start (usage.partitions): claim each id at the boundary, in key order; an event near a
     -- boundary whose id is taken there already is a replay, and is not inserted.
-    INSERT INTO usage_usageeventguard (boundary, event_id)
-    SELECT boundary, event_id FROM usage_staging WHERE boundary IS NOT NULL
-    ORDER BY boundary, event_id COLLATE "C"
-    ON CONFLICT (boundary, event_id) DO NOTHING
-    RETURNING boundary, event_id
+    INSERT INTO usage_usageeventguard (boundary, event_key)
+    SELECT boundary, event_key FROM usage_staging WHERE boundary IS NOT NULL
+    ORDER BY boundary, event_key
+    ON CONFLICT (boundary, event_key) DO NOTHING
+    RETURNING boundary, event_key
 ), inserted AS (
     INSERT INTO usage_usageevent ({", ".join(COLUMNS)})
     SELECT {", ".join(EVENT_VALUES)}
     FROM usage_staging
-    WHERE {CLAIMS_FIRST} AND (boundary IS NULL OR event_id IN (SELECT event_id FROM claimed))
-    ORDER BY event_id COLLATE "C"
-    ON CONFLICT (event_id, month) DO NOTHING
-    RETURNING event_id, project_id, api_key_id, model_id, kind, status_code, occurred_at,
+    WHERE {CLAIMS_FIRST} AND (boundary IS NULL OR event_key IN (SELECT event_key FROM claimed))
+    ORDER BY event_key
+    ON CONFLICT (event_key, month) DO NOTHING
+    RETURNING event_id, event_key, project_id, api_key_id, model_id, kind, status_code, occurred_at,
               input_tokens, output_tokens, cached_tokens, cache_token_hours, cost,
               audio_input_tokens, cached_audio_tokens,
               account_id, price_id, long_prompt, cost_input, cost_output, cost_cached, cost_storage,
@@ -775,8 +779,8 @@ WITH claimed AS (
     RETURNING 1
 )
 SELECT array(SELECT event_id FROM inserted), (SELECT count(*) FROM appended), (SELECT count(*) FROM pending),
-       array(SELECT boundary FROM claimed WHERE event_id NOT IN (SELECT event_id FROM inserted) ORDER BY event_id),
-       array(SELECT event_id FROM claimed WHERE event_id NOT IN (SELECT event_id FROM inserted) ORDER BY event_id)
+       array(SELECT boundary FROM claimed WHERE event_key NOT IN (SELECT event_key FROM inserted) ORDER BY event_key),
+       array(SELECT event_key FROM claimed WHERE event_key NOT IN (SELECT event_key FROM inserted) ORDER BY event_key)
 """  # noqa: S608 - only constant column names are interpolated
 
 
@@ -840,7 +844,7 @@ def pending_lines(rows: list[tuple]) -> list[tuple]:
     for (
         _, project, _, model, price, kind, _, _, tokens_in, tokens_out, cached, hours, moment, _, _, _,
         input_nanos, output_nanos, cached_nanos, storage_nanos, audio, cached_audio, audio_nanos, cached_audio_nanos,
-        account, long_prompt, month, _,
+        account, long_prompt, month, _, _,
     ) in rows:  # fmt: skip
         if account is None:
             continue
@@ -889,18 +893,19 @@ def _store_orm(rows: list[tuple], received_at: datetime) -> list[str]:
         fields.update({name: usd(fields.pop(nanos)) for name, nanos in NANOS_OF.items()}, received_at=received_at)
         boundaries.append(fields.pop("boundary"))
         rows.append(UsageEvent(**fields))
-    ids = [row.event_id for row in rows]
+    keys = [row.event_key for row in rows]
     known = set()
-    for start in range(0, len(ids), 500):
-        for event_id, month, occurred_at in UsageEvent.objects.filter(
-            event_id__in=ids[start : start + 500]
-        ).values_list("event_id", "month", "occurred_at"):
-            known.add((event_id, month))
+    for start in range(0, len(keys), 500):
+        for key, month, occurred_at in UsageEvent.objects.filter(event_key__in=keys[start : start + 500]).values_list(
+            "event_key", "month", "occurred_at"
+        ):
+            key = bytes(key)  # SQLite may give a memoryview
+            known.add((key, month))
             if (boundary := zones.of(occurred_at)[1]) is not None:
-                known.add((event_id, boundary, "near"))
+                known.add((key, boundary, "near"))
     new = []
     for row, boundary in zip(rows, boundaries, strict=True):
-        if (row.event_id, row.month) not in known and (row.event_id, boundary, "near") not in known:
+        if (row.event_key, row.month) not in known and (row.event_key, boundary, "near") not in known:
             new.append(row)
     UsageEvent.objects.bulk_create(new, batch_size=500)
     sums: dict[tuple, dict] = defaultdict(lambda: dict.fromkeys(SUMS, 0))

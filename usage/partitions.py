@@ -2,10 +2,11 @@
 
 `usage_usageevent` is partitioned by RANGE on `month`, the first day of the Pacific month of `occurred_at`, so a
 partition is exactly one statement month (`usage_usageevent_p202612` holds December 2026, Pacific). Its unique key
-is (event_id, month): a replay is refused by the database anywhere in its month. A replay whose occurred_at moved
-across a month start is caught by a second table, `usage_usageeventguard` (boundary, event_id), partitioned by
-boundary: ingestion claims there the id of every event within REPLAY_WINDOW of a month start (usage.ingest, the
-boundary from `Zones`, which agrees with `guard_boundary`), so two reports of one event that could both be accepted
+is (event_key, month), the key a digest of the event id (usage.models.event_key): a replay is refused by the
+database anywhere in its month. A replay whose occurred_at moved across a month start is caught by a second table,
+`usage_usageeventguard` (boundary, event_key), partitioned by boundary: ingestion claims there the key of every
+event within REPLAY_WINDOW of a month start (usage.ingest, the boundary from `Zones`, which agrees with
+`guard_boundary`), so two reports of one event that could both be accepted
 at the same moment meet in one unique index, concurrent or not; a claim whose event turns out to be stored in its
 month already is given back in the same transaction, so every claim stands for a stored event. The rule, exactly
 (docs/ARCHITECTURE.md, "How it scales"): a report is a duplicate iff an event with its id is stored with the same

@@ -1,6 +1,7 @@
 import random
 from datetime import timedelta
 from decimal import Decimal as D
+from hashlib import sha256
 
 import pytest
 from django.db.models import Sum
@@ -11,7 +12,7 @@ from studio.models import User
 from tests.concurrency import at_once
 from usage.fold import fold
 from usage.ingest import ROW, ingest, pending_lines
-from usage.models import CatalogModel, Price, UsageEvent, UsageRollup
+from usage.models import CatalogModel, Price, UsageEvent, UsageRollup, event_key
 
 
 def totals():
@@ -52,6 +53,28 @@ def test_replays_change_nothing(paid_key, event):
     assert (report.accepted, report.duplicates) == (0, 5)
     assert totals() == before
     assert UsageEvent.objects.count() == 5
+
+
+def test_an_event_is_unique_by_the_key_of_its_id(paid_key, event):
+    """event_key: a UUID in canonical form is its own 16 bytes; any other id (the same UUID in capitals or without
+    hyphens among them: other ids) the first 16 bytes of its SHA-256. Each id is one event, its replay a duplicate."""
+    key, _ = paid_key
+    uuid = "0190a3b2-7c1d-7abc-8def-0123456789ab"
+    ids = [uuid, uuid.upper(), uuid.replace("-", ""), "evt-1"]
+
+    report = ingest([event(key, event_id=event_id) for event_id in ids])
+
+    assert (report.accepted, report.duplicates) == (4, 0)
+    stored = {event_id: bytes(key) for event_id, key in UsageEvent.objects.values_list("event_id", "event_key")}
+    assert stored == {
+        uuid: bytes.fromhex("0190a3b27c1d7abc8def0123456789ab"),
+        uuid.upper(): sha256(uuid.upper().encode()).digest()[:16],
+        uuid.replace("-", ""): sha256(uuid.replace("-", "").encode()).digest()[:16],
+        "evt-1": bytes.fromhex("7b409f932d2c88e97f0c17676c8420d3"),
+    }
+    assert stored == {event_id: event_key(event_id) for event_id in ids}
+    replay = ingest([event(key, event_id=event_id) for event_id in reversed(ids)])
+    assert (replay.accepted, replay.duplicates) == (0, 4)
 
 
 def test_duplicates_within_one_batch_count_once(paid_key, event):
@@ -833,21 +856,23 @@ def test_a_replayed_batch_writes_its_audit_row_once_with_its_duplicates(paid_key
 
 @pytest.mark.postgres
 def test_the_replay_statement_locks_in_the_order_python_sorts(db):
-    """INSERT_NEW locks in the order staged (Python's sort of the ids and lines); INSERT_AND_ROLL_UP sorts with
-    COLLATE "C", which is that order whatever the database's collation, so the two never wait crosswise."""
+    """INSERT_NEW locks in the order staged (Python's sort of the event keys and of the lines); INSERT_AND_ROLL_UP
+    sorts by event_key (bytea: compared byte by byte, unsigned, as Python compares bytes) and the lines' text with
+    COLLATE "C", which is Python's order whatever the database's collation, so the two never wait crosswise."""
     from django.db import connection
 
     from usage.ingest import INSERT_AND_ROLL_UP, PREPARE_STAGING
 
-    ids = ["evt-B", "evt-a", "evt_a", "Evt-1", "evt-10", "evt-9", "evt.a", "evt~z", "EVT-0"]
+    keys = [event_key(f"evt-{n}") for n in range(50)] + [b"\x80" + bytes(15), b"\x7f" + bytes(15), bytes(16)]
+    assert len({key[0] >= 0x80 for key in keys}) == 2  # high and low first bytes
     with connection.cursor() as cursor:
-        cursor.execute('SELECT x FROM unnest(%s::varchar[]) AS x ORDER BY x COLLATE "C"', [ids])
-        assert [row[0] for row in cursor.fetchall()] == sorted(ids)
+        cursor.execute("SELECT x FROM unnest(%s::bytea[]) AS x ORDER BY x", [keys])
+        assert [bytes(row[0]) for row in cursor.fetchall()] == sorted(keys)
         cursor.execute(PREPARE_STAGING)
         cursor.execute("EXPLAIN (VERBOSE, COSTS OFF) " + INSERT_AND_ROLL_UP, {"received_at": timezone.now()})
         plan = "\n".join(row[0] for row in cursor.fetchall())
     sort_keys = [line.strip() for line in plan.splitlines() if "Sort Key:" in line]
-    assert 'Sort Key: usage_staging.boundary, usage_staging.event_id COLLATE "C"' in sort_keys  # the claims
-    assert 'Sort Key: usage_staging_1.event_id COLLATE "C"' in sort_keys  # the events
+    assert "Sort Key: usage_staging.boundary, usage_staging.event_key" in sort_keys  # the claims
+    assert "Sort Key: usage_staging_1.event_key" in sort_keys  # the events
     lines = [key for key in sort_keys if "account_id" in key]  # the statement lines: model and SKU are text
     assert len(lines) == 1 and 'model_id COLLATE "C"' in lines[0] and 'column1 COLLATE "C"' in lines[0], sort_keys

@@ -60,9 +60,11 @@ def stored(event_id="evt-edge") -> list[tuple[str, date]]:
 
 
 def claims() -> list[tuple[date, str]]:
+    """(boundary, id) of each claim, its key shown as the id of the stored event with that key (else in hex)."""
+    ids = {bytes(key): event_id for event_id, key in UsageEvent.objects.values_list("event_id", "event_key")}
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT boundary, event_id FROM {GUARD} ORDER BY 1, 2")
-        return cursor.fetchall()
+        cursor.execute(f"SELECT boundary, event_key FROM {GUARD}")
+        return sorted((boundary, ids.get(bytes(key), bytes(key).hex())) for boundary, key in cursor.fetchall())
 
 
 def names(table: str) -> list[str]:
@@ -282,7 +284,7 @@ def test_partitions_are_created_ahead_once(no_partitions):
         assert cursor.fetchone() == ("FOR VALUES FROM ('2031-07-01') TO ('2031-08-01')",)
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'usage_usageevent_p203107' ORDER BY 1")
         assert sorted(row[0].split(" ON ")[1] for row in cursor.fetchall()) == [
-            "public.usage_usageevent_p203107 USING btree (event_id, month)",
+            "public.usage_usageevent_p203107 USING btree (event_key, month)",
             "public.usage_usageevent_p203107 USING btree (id, month)",
         ]  # and no (project_id, occurred_at): migration 0012 dropped it
     # From the 8th, June's events are no longer accepted: the job asks for July onwards.
@@ -601,8 +603,10 @@ def test_the_migration_moves_existing_events_into_monthly_partitions_and_back(pa
                 "usage_usageevent_p203201",
                 "usage_usageevent_p203202",
             ]
-            # The events a report can still meet at the December boundary are claimed there.
-            assert claims() == [(DECEMBER, "evt-old-1"), (DECEMBER, "evt-old-2"), (DECEMBER, "evt-old-3")]
+            # The events a report can still meet at the December boundary are claimed there (by id until 0015).
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT boundary, event_id FROM {GUARD} ORDER BY 1, 2")
+                assert cursor.fetchall() == [(DECEMBER, "evt-old-1"), (DECEMBER, "evt-old-2"), (DECEMBER, "evt-old-3")]
             with connection.cursor() as cursor:
                 cursor.execute(f"SELECT nextval(pg_get_serial_sequence('{RAW}', 'id'))")
                 assert cursor.fetchone()[0] > old[-1].pk  # the ids go on
@@ -612,6 +616,69 @@ def test_the_migration_moves_existing_events_into_monthly_partitions_and_back(pa
         assert list(OldEvent.objects.order_by("pk").values_list("pk", "event_id")) == [
             (event.pk, event.event_id) for event in old
         ]
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes("usage"))
+        if on_postgres:
+            for table in (RAW, GUARD):
+                for partition in partitions.partitions(table):
+                    if partition.month.year >= 2031:
+                        partitions.drop(partition, reason="test")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_keys_events_and_claims_by_a_digest_of_their_id_and_back(paid_key, on_postgres):
+    """0015: every stored event gets event_key (the first 16 bytes of its id's SHA-256, in SQL on PostgreSQL as in
+    Python), the events are unique by (event_key, month) and the claims by (boundary, event_key); going back, the
+    claims are made again by id from the stored events."""
+    from django.db import IntegrityError, transaction
+
+    from usage.models import event_key
+
+    key, _ = paid_key
+    before, after = [("usage", "0014_prices_not_negative")], [("usage", "0015_event_keys")]
+    times = [LAST_OF_NOVEMBER, pacific(2031, 12, 20), pacific(2031, 12, 21)]  # near the December boundary, and not
+    ids = ["evt-key-0", "evt-key-~!", "0190a3b2-7c1d-7abc-8def-0123456789ab"]
+    try:
+        executor = MigrationExecutor(connection)
+        executor.migrate(before)
+        if on_postgres:
+            partitions.ensure([NOVEMBER, DECEMBER])
+        OldEvent = executor.loader.project_state(before).apps.get_model("usage", "UsageEvent")
+        for event_id, at in zip(ids, times, strict=True):
+            OldEvent.objects.create(
+                event_id=event_id, project_id=key.project_id, api_key_id=key.pk, model_id="gemini-2.5-flash",
+                kind="generate", source="api", status_code=200, input_tokens=10, output_tokens=1, cached_tokens=0,
+                cache_token_hours=0, occurred_at=at, month=month_of(at), billable=False, counts_against_quota=True,
+            )  # fmt: skip
+        if on_postgres:
+            with connection.cursor() as cursor:
+                cursor.execute(f"INSERT INTO {GUARD} (boundary, event_id) VALUES (%s, %s)", [DECEMBER, ids[0]])
+
+        with time_machine.travel(pacific(2031, 12, 3), tick=False):
+            executor = MigrationExecutor(connection)
+            executor.migrate(after)
+
+        expected = [(event_id, event_key(event_id)) for event_id in ids]
+        assert [(e, bytes(k)) for e, k in UsageEvent.objects.order_by("pk").values_list("event_id", "event_key")] == (
+            expected
+        )
+        assert event_key("evt-key-0") == bytes.fromhex("6cef70e5351cf098a80cf0972b9b50f0")  # sha256, 16 bytes
+        assert event_key(ids[2]) == bytes.fromhex("0190a3b27c1d7abc8def0123456789ab")  # a UUID: its own bytes
+        if on_postgres:
+            assert claims() == [(DECEMBER, "evt-key-0")]
+        with pytest.raises(IntegrityError), transaction.atomic():  # the same key in the same month
+            stored = UsageEvent.objects.get(event_id=ids[0])
+            UsageEvent.objects.create(**{f.attname: getattr(stored, f.attname) for f in UsageEvent._meta.fields[1:]})
+
+        with time_machine.travel(pacific(2031, 12, 3), tick=False):
+            executor = MigrationExecutor(connection)
+            executor.migrate(before)
+        assert sorted(OldEvent.objects.values_list("event_id", flat=True)) == sorted(ids)
+        if on_postgres:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT boundary, event_id FROM {GUARD} ORDER BY 1, 2")
+                assert cursor.fetchall() == [(DECEMBER, "evt-key-0")]
     finally:
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes("usage"))
