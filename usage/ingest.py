@@ -126,7 +126,8 @@ class _Event(BaseModel):
 
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$")] = Field(
         description="The fleet's unique id of this event (printable ASCII, no spaces): a replay of the same id "
-        "is a duplicate and changes nothing.",
+        "is a duplicate and changes nothing. Time-ordered ids in canonical UUID form (UUIDv7, lowercase, "
+        "hyphenated) are stored fastest as the month's events grow.",
         examples=["evt-7f3c2a"],
     )
     key_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] = Field(
