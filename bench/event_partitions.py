@@ -257,7 +257,8 @@ def _work(months: list, first_id: int, per_month: int, chunk: int, ids: dict, ta
 
 
 def _extra(*, baseline: bool) -> dict[str, str]:
-    """LOAD's placeholders: the columns the partitioned table has and the baseline's had not, the month and the key."""
+    """LOAD's format fields: the id, and the columns the partitioned table has and the baseline's had not (the month
+    and the key)."""
     from usage.models import EVENT_KEY_SQL
 
     if baseline:

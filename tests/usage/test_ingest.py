@@ -77,6 +77,32 @@ def test_an_event_is_unique_by_the_key_of_its_id(paid_key, event):
     assert (replay.accepted, replay.duplicates) == (0, 4)
 
 
+@pytest.mark.postgres
+def test_the_key_of_an_id_is_the_same_in_sql(db):
+    """EVENT_KEY_SQL (migrations, bulk loads) computes event_key() in PostgreSQL."""
+    from django.db import connection
+
+    from usage.models import EVENT_KEY_SQL
+
+    uuid = "0190a3b2-7c1d-7abc-8def-0123456789ab"
+    ids = [
+        uuid,
+        uuid.upper(),
+        uuid.replace("-", ""),
+        uuid[:-1] + "g",
+        f"{uuid}x",
+        "evt-1",
+        "~!\"#$%&'()*+,-./",
+        "x" * 100,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {EVENT_KEY_SQL.format('i')} FROM unnest(%s::varchar[]) WITH ORDINALITY AS u(i, n) ORDER BY n",
+            [ids],
+        )
+        assert [bytes(row[0]) for row in cursor.fetchall()] == [event_key(event_id) for event_id in ids]
+
+
 def test_duplicates_within_one_batch_count_once(paid_key, event):
     key, _ = paid_key
     one = event(key)

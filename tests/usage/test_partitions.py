@@ -574,6 +574,17 @@ def test_a_partition_left_detached_by_an_interrupted_drop_is_dropped_next_time(h
 # The migration
 
 
+def migrate_to_the_latest_and_drop_2031(on_postgres: bool) -> None:
+    """After a migration test: the schema as the code expects it again, and no partition of the test's year."""
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes("usage"))
+    if on_postgres:
+        for table in (RAW, GUARD):
+            for partition in partitions.partitions(table):
+                if partition.month.year >= 2031:
+                    partitions.drop(partition, reason="test")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_moves_existing_events_into_monthly_partitions_and_back(paid_key, on_postgres):
     key, _ = paid_key
@@ -617,13 +628,7 @@ def test_the_migration_moves_existing_events_into_monthly_partitions_and_back(pa
             (event.pk, event.event_id) for event in old
         ]
     finally:
-        executor = MigrationExecutor(connection)
-        executor.migrate(executor.loader.graph.leaf_nodes("usage"))
-        if on_postgres:
-            for table in (RAW, GUARD):
-                for partition in partitions.partitions(table):
-                    if partition.month.year >= 2031:
-                        partitions.drop(partition, reason="test")
+        migrate_to_the_latest_and_drop_2031(on_postgres)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -680,10 +685,4 @@ def test_the_migration_keys_events_and_claims_by_a_digest_of_their_id_and_back(p
                 cursor.execute(f"SELECT boundary, event_id FROM {GUARD} ORDER BY 1, 2")
                 assert cursor.fetchall() == [(DECEMBER, "evt-key-0")]
     finally:
-        executor = MigrationExecutor(connection)
-        executor.migrate(executor.loader.graph.leaf_nodes("usage"))
-        if on_postgres:
-            for table in (RAW, GUARD):
-                for partition in partitions.partitions(table):
-                    if partition.month.year >= 2031:
-                        partitions.drop(partition, reason="test")
+        migrate_to_the_latest_and_drop_2031(on_postgres)
