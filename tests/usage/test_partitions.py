@@ -330,6 +330,48 @@ def test_an_event_for_a_month_without_a_partition_is_stored(no_partitions, paid_
 
 
 @pytest.mark.postgres
+def test_a_batch_still_without_its_partition_after_a_repair_is_repaired_once_more(
+    no_partitions, paid_key, event, caplog, monkeypatch
+):
+    """The first repair finds nothing to make (as when another process made the partitions meanwhile) and the write
+    fails again: a second repair, then the write; a third failure would be raised."""
+    from usage import ingest as ingestion
+
+    key, _ = paid_key
+    ensure_for = partitions.ensure_for
+    calls = []
+
+    def first_finds_nothing(moments):
+        calls.append(1)
+        return [] if len(calls) == 1 else ensure_for(moments)
+
+    monkeypatch.setattr(ingestion.partitions, "ensure_for", first_finds_nothing)
+
+    assert send(event, key, LAST_OF_NOVEMBER, event_id="evt-late") == (1, 0)
+
+    assert stored("evt-late") == [("2031-11-30T23:59:59.999999-08:00", NOVEMBER)]
+    assert [r.getMessage() for r in caplog.records if r.name == "usage.ingest"] == [
+        "usage ingestion: a batch of 1 events found no partition for its month; created none (made meanwhile), "
+        "retrying",
+        "usage ingestion: a batch of 1 events found no partition for its month; created usage_usageevent_p203111, "
+        "usage_usageeventguard_p203111, usage_usageeventguard_p203112, retrying",
+    ]
+
+
+@pytest.mark.postgres
+def test_a_batch_whose_partition_never_comes_fails_after_two_repairs(no_partitions, paid_key, event, monkeypatch):
+    from django.db import IntegrityError
+
+    from usage import ingest as ingestion
+
+    key, _ = paid_key
+    monkeypatch.setattr(ingestion.partitions, "ensure_for", lambda moments: [])
+
+    with pytest.raises(IntegrityError, match="no partition of relation"):
+        send(event, key, LAST_OF_NOVEMBER, event_id="evt-late")
+
+
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_batches_for_a_missing_month_all_store_their_events(paid_key, event):
     key, _ = paid_key
