@@ -590,7 +590,7 @@ def _store(rows: list[tuple], *, received_at: datetime, audit=None) -> list[str]
                 # A month without its partition (the job that makes them ahead did not run): make them.
                 # Another process may have made them meanwhile (nothing created here): the write is tried again.
                 repairs, attempt = repairs + 1, attempt - 1
-                created = partitions.ensure_for(row[12] for row in rows)
+                created = partitions.ensure_for(row[OCCURRED_AT] for row in rows)
                 log.warning(
                     "usage ingestion: a batch of %d events found no partition for its month; created %s, retrying",
                     len(rows),
@@ -628,7 +628,7 @@ ROW = [
     "audio_input_tokens", "cached_audio_tokens", "audio_nanos", "cached_audio_nanos", "account_id", "long_prompt",
     "month", "boundary", "event_key",
 ]  # fmt: skip
-KEY = ROW.index("event_key")
+KEY, OCCURRED_AT = ROW.index("event_key"), ROW.index("occurred_at")
 # The event table's columns that ingestion writes, and each one's value.
 NANOS_OF = {
     "cost": "cost_nanos", "cost_input": "input_nanos", "cost_output": "output_nanos", "cost_cached": "cached_nanos",
